@@ -1,0 +1,3 @@
+from bptt_cli.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""Per-step losses and their derivatives.
+
+L = (1/B) * sum_{t,b} m_{t,b} * l(z_{t,b}, target_{t,b})     (sum over time, mean over batch)
+
+xent        : softmax cross-entropy on the outputs y (T, B, V), integer targets (T, B)
+mse         : mean over V of (y - target)^2, float targets (T, B, V)
+half-square : 1/2 ||h_t||^2 on the states (T, B, H), no targets and no output layer
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOSSES = ("xent", "mse", "half-square")
+
+
+def uses_output_layer(loss: str) -> bool:
+    return loss != "half-square"
+
+
+def check_loss(loss: str) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
+    return loss
+
+
+def check_targets(loss: str, targets: np.ndarray | None, T: int, B: int, V: int) -> np.ndarray | None:
+    """Targets in the form the loss needs: int (T, B) in 0..V-1, float (T, B, V), or None."""
+    check_loss(loss)
+    if loss == "half-square":
+        if targets is not None:
+            raise ValueError("`targets` must be None for the half-square loss (it has no targets)")
+        return None
+    if targets is None:
+        raise ValueError(f"`targets` are required for the {loss} loss")
+    targets = np.asarray(targets)
+    if V == 0:
+        raise ValueError(f"the {loss} loss needs an output layer, but `W_y` has 0 rows (V = 0)")
+    if loss == "xent":
+        if targets.shape != (T, B):
+            raise ValueError(f"`targets` for xent must have shape (T, B) = {(T, B)}; got {targets.shape}")
+        if not np.issubdtype(targets.dtype, np.integer):
+            if not np.issubdtype(targets.dtype, np.floating) or not np.all(targets == np.round(targets)):
+                raise ValueError(f"`targets` for xent must be integer class indices; got dtype {targets.dtype}")
+            targets = targets.astype(np.int64)
+        if targets.size and (targets.min() < 0 or targets.max() >= V):
+            raise ValueError(
+                f"`targets` must be class indices in 0..{V - 1}; got values in {targets.min()}..{targets.max()}"
+            )
+        return targets.astype(np.intp, copy=False)
+    if targets.shape != (T, B, V):
+        raise ValueError(f"`targets` for mse must have shape (T, B, V) = {(T, B, V)}; got {targets.shape}")
+    if not np.issubdtype(targets.dtype, np.number) or np.iscomplexobj(targets):
+        raise ValueError(f"`targets` for mse must be real numbers; got dtype {targets.dtype}")
+    if not np.all(np.isfinite(targets)):
+        raise ValueError("`targets` contains NaN or infinite values")
+    return targets
+
+
+def check_mask(mask: np.ndarray | None, T: int, B: int, dtype: np.dtype) -> np.ndarray | None:
+    """A (T, B) weight per step and sequence, finite and non-negative; None means all ones."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != (T, B):
+        raise ValueError(f"`mask` must have shape (T, B) = {(T, B)}; got {mask.shape}")
+    if not (np.issubdtype(mask.dtype, np.number) or mask.dtype == np.bool_) or np.iscomplexobj(mask):
+        raise ValueError(f"`mask` must be real or boolean; got dtype {mask.dtype}")
+    mask = mask.astype(dtype)
+    if not np.all(np.isfinite(mask)) or np.any(mask < 0):
+        raise ValueError("`mask` must be finite and non-negative")
+    return mask
+
+
+def loss_and_grad(
+    loss: str,
+    z: np.ndarray,
+    targets: np.ndarray | None,
+    mask: np.ndarray | None,
+    *,
+    overwrite: bool = False,
+) -> tuple[float, np.ndarray]:
+    """The loss L and dL/dz.
+
+    Parameters
+    ----------
+    loss : 'xent' | 'mse' | 'half-square'
+    z : (T, B, V) outputs y for xent and mse; (T, B, H) states h_1..h_T for half-square
+    targets, mask : already checked by `check_targets` / `check_mask`
+    overwrite : reuse z's buffer for the gradient (saves one (T, B, V) array)
+
+    Returns
+    -------
+    (L, dz) with dz of z's shape and dtype; 1/B and the mask are already applied.
+    """
+    T, B, V = z.shape
+    w = np.full((T, B), 1.0 / B, dtype=z.dtype) if mask is None else mask / z.dtype.type(B)  # (T, B)
+    if loss == "xent":
+        dz = z if overwrite else z.copy()
+        # log-softmax, stable: subtract the row max before exponentiating
+        # log-softmax, stable: shift by the row max, nll = log sum exp(z) - z_target
+        dz -= dz.max(axis=-1, keepdims=True)
+        z_true = np.take_along_axis(dz, targets[..., None], axis=-1)[..., 0]  # (T, B)
+        np.exp(dz, out=dz)
+        sum_exp = dz.sum(axis=-1)  # (T, B)
+        nll = np.log(sum_exp) - z_true
+        dz /= sum_exp[..., None]  # softmax p
+        p_true = np.take_along_axis(dz, targets[..., None], axis=-1)[..., 0]  # (T, B)
+        L = float(np.sum(w * nll))
+        # back through softmax + log: dl/dy = p - onehot(target)
+        np.put_along_axis(dz, targets[..., None], p_true[..., None] - 1, axis=-1)
+        dz *= w[..., None]
+        return L, dz
+    if loss == "mse":
+        dz = z if overwrite else z.copy()
+        dz -= targets  # residual r = y - target
+        L = float(np.sum(w * np.mean(dz * dz, axis=-1)))
+        # d/dy mean_v r^2 = 2 r / V
+        dz *= (2.0 / V) * w[..., None]
+        return L, dz
+    if loss == "half-square":
+        L = float(np.sum(w * 0.5 * np.einsum("tbh,tbh->tb", z, z)))
+        # d/dh 1/2 ||h||^2 = h
+        dz = z if overwrite else z.copy()
+        dz *= w[..., None]
+        return L, dz
+    raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
