@@ -225,7 +225,9 @@ def gradients(
             adjoints, dW_x, dW_h, db, dh0, paths = _backward_naive(params, x, hs, dl, activation, propagate)
             jvps = paths
     grads = Params(W_x=dW_x, W_h=dW_h, b=db, W_y=dW_y, c=dc)
-    if not np.isfinite(L) or not all(np.all(np.isfinite(v)) for v in grads.as_dict().values()):
+    # dh0 = g_1 W_h can overflow on its own; a non-finite adjoint always reaches db (g = f' * delta)
+    arrays = [*grads.as_dict().values(), dh0]
+    if not np.isfinite(L) or not all(np.all(np.isfinite(v)) for v in arrays):
         raise NonFiniteError(
             f"the loss or a gradient is not finite (loss = {L}): the network overflowed; "
             "lower the spectral radius, the input scale or the sequence length"
@@ -243,7 +245,10 @@ def loss_value(
     mask: np.ndarray | None = None,
     h0: np.ndarray | None = None,
 ) -> float:
-    """L alone (a forward pass), with the same validation as `gradients`."""
+    """L alone (a forward pass), with the same validation as `gradients`.
+
+    Raises NonFiniteError (a ValueError) when the loss overflows, as `gradients` does.
+    """
     check_params(params)
     check_choice("activation", activation, ACTIVATIONS)
     check_loss(loss)
@@ -254,5 +259,12 @@ def loss_value(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         hs = forward_states(params, x, h0, activation)
         if uses_output_layer(loss):
-            return loss_and_grad(loss, outputs(params, hs), targets, mask, overwrite=True)[0]
-        return loss_and_grad(loss, hs[1:], None, mask)[0]
+            L = loss_and_grad(loss, outputs(params, hs), targets, mask, overwrite=True)[0]
+        else:
+            L = loss_and_grad(loss, hs[1:], None, mask)[0]
+    if not np.isfinite(L):
+        raise NonFiniteError(
+            f"the loss is not finite (loss = {L}): the network overflowed; "
+            "lower the spectral radius, the input scale or the sequence length"
+        )
+    return L

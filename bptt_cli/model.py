@@ -128,6 +128,8 @@ def check_params(params: Params) -> Params:
     }
     if H < 1 or params.W_h.shape != (H, H):
         raise ValueError(f"`W_h` must be a non-empty square matrix; got shape {params.W_h.shape}")
+    if params.W_x.ndim == 2 and params.W_x.shape[1] == 0:
+        raise ValueError("`W_x` must have at least one column (input size D > 0); got shape (H, 0)")
     dtype = params.W_h.dtype
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"parameters must be float32 or float64; `W_h` is {dtype}")
@@ -287,6 +289,8 @@ def check_inputs(params: Params, x: np.ndarray, h0: np.ndarray | None) -> tuple[
         h0 = np.asarray(h0)
         if h0.shape != (B, H):
             raise ValueError(f"`h0` must have shape (B, H) = {(B, H)}; got {h0.shape}")
+        if not np.issubdtype(h0.dtype, np.number) or np.iscomplexobj(h0):
+            raise ValueError(f"`h0` must be real numbers; got dtype {h0.dtype}")
         check_finite("h0", h0)
     return x.astype(params.dtype, copy=False), h0.astype(params.dtype, copy=False)
 

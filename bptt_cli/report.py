@@ -38,6 +38,8 @@ def jsonable(obj: Any) -> tuple[Any, int]:
         if isinstance(o, (complex, np.complexfloating)):
             return {"re": conv(float(o.real)), "im": conv(float(o.imag))}
         if isinstance(o, np.ndarray):
+            if o.ndim == 0:  # a 0-d array is a scalar; iterating it raises
+                return conv(o.item())
             return [conv(v) for v in o.tolist()] if o.ndim == 1 else [conv(v) for v in o]
         if isinstance(o, Path):
             return str(o)

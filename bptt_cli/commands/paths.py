@@ -31,8 +31,9 @@ def parse_lengths(text: str | None) -> list[int]:
         lengths = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         usage_error("--lengths", f"expected comma-separated integers like 25,50,100; got {text!r}")
-    if len(lengths) < 2 or min(lengths) < 1:
-        usage_error("--lengths", f"needs at least two positive lengths to fit an exponent; got {text!r}")
+    # counted after removing repeats: 25,25 is one length, and one point fits no exponent
+    if len(set(lengths)) < 2 or min(lengths) < 1:
+        usage_error("--lengths", f"needs at least two different positive lengths to fit an exponent; got {text!r}")
     return sorted(set(lengths))
 
 
