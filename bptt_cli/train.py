@@ -1,0 +1,366 @@
+"""The training loop: one `fit`, which reports through a callback and never prints.
+
+Each step draws a batch from the task, computes the loss and the exact (or truncated)
+gradient with `bptt.gradients(propagate=xi)`, clips, and takes an optimiser step. Every
+`log_every` steps it also watches the gradients (watch.py): the global gradient norm before
+clipping, rho(W_h) by warm-started power iteration, the share of the last loss's signal that
+reaches the start of the sequence, and log ||dL/dh_t|| per time step. A non-finite loss or
+gradient stops training at once; the parameters of the last finite step are kept.
+
+Everything needed to continue bit-identically is in TrainState, which `fit` returns and
+accepts (`resume=`); `TrainState.to_checkpoint` / `from_checkpoint` turn it into arrays and
+JSON for checkpoint.save_checkpoint's extras and config.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from bptt_cli import optim
+from bptt_cli.bptt import NonFiniteError, gradients
+from bptt_cli.model import ACTIVATIONS, PARAM_NAMES, Params, check_choice, check_params, check_positive_int
+from bptt_cli.tasks import Batch, Task, check_batch_size, evaluate, heldout_batch, sample_batch
+from bptt_cli.truncation import Strategy, propagate_weights
+from bptt_cli.watch import Watcher, detect_events, watch_row
+
+HELDOUT_SEED = 20130211  # the held-out data come from their own generator, never the training one
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Everything that determines the rest of a run (a plain value; `fit` returns a new one).
+
+    params, opt : the model and the optimiser's memory
+    rng_state : the training generator's `bit_generator.state` (data and random truncation)
+    step : updates done so far
+    position : text (sequential): offset into the B streams; h : the carried (B, H) state or None
+    power_vector : last power-iteration vector (warm start) or None
+    norms : recent gradient norms (spike detection), oldest first
+    reference_norm : median norm of the first window (vanishing detection), or None
+    vanish_run : current stretch of steps with vanishing norms
+    clip_count : steps on which clipping changed the gradient
+    events : spikes, vanishing stretches, divergence (dicts with 'step' and 'kind')
+    """
+
+    params: Params
+    opt: optim.OptState
+    rng_state: dict
+    step: int = 0
+    position: int = 0
+    h: np.ndarray | None = None
+    power_vector: np.ndarray | None = None
+    norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    reference_norm: float | None = None
+    vanish_run: int = 0
+    clip_count: int = 0
+    events: tuple[dict, ...] = ()
+
+    def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, meta): arrays for checkpoint extras (no params: they are saved as the model),
+        meta plain JSON (the generator state holds big integers, which JSON keeps exactly)."""
+        arrays = {f"opt.{k}": v for k, v in self.opt.arrays().items()}
+        arrays["norms"] = np.asarray(self.norms, dtype=np.float64)
+        if self.h is not None:
+            arrays["h"] = self.h
+        if self.power_vector is not None:
+            arrays["power_vector"] = self.power_vector
+        meta = {
+            "rng_state": self.rng_state,
+            "step": self.step,
+            "position": self.position,
+            "opt_count": self.opt.count,
+            "reference_norm": self.reference_norm,
+            "vanish_run": self.vanish_run,
+            "clip_count": self.clip_count,
+            "events": list(self.events),
+        }
+        return arrays, meta
+
+    @staticmethod
+    def from_checkpoint(
+        params: Params, optimizer: optim.Optimizer, arrays: dict[str, np.ndarray], meta: dict
+    ) -> TrainState:
+        """Inverse of `to_checkpoint`; ValueError naming what is missing."""
+        for key in ("rng_state", "step", "position", "opt_count"):
+            if key not in meta:
+                raise ValueError(f"the checkpoint's training state lacks `{key}`; it was not written by `bptt train`")
+        opt_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+        return TrainState(
+            params=check_params(params),
+            opt=optim.OptState.from_arrays(optimizer, meta["opt_count"], opt_arrays),
+            rng_state=meta["rng_state"],
+            step=int(meta["step"]),
+            position=int(meta["position"]),
+            h=arrays.get("h"),
+            power_vector=arrays.get("power_vector"),
+            norms=np.asarray(arrays.get("norms", np.zeros(0)), dtype=np.float64),
+            reference_norm=meta.get("reference_norm"),
+            vanish_run=int(meta.get("vanish_run", 0)),
+            clip_count=int(meta.get("clip_count", 0)),
+            events=tuple(meta.get("events", ())),
+        )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `fit` returns.
+
+    params : the final parameters (the last finite ones if training diverged)
+    state : the TrainState to resume from
+    history : one dict per logged step (see watch.watch_row for the keys)
+    events : spikes, vanishing stretches and divergence, in order
+    diverged_at : the step whose loss or gradient was not finite, or None
+    stopped : True when `should_stop` ended the run early
+    final_metric : the task metric of `params` on the held-out batch (None if diverged at step 1... never)
+    seconds : wall time of this call
+    """
+
+    params: Params
+    state: TrainState
+    history: list[dict]
+    events: list[dict]
+    diverged_at: int | None
+    stopped: bool
+    final_metric: float | None
+    seconds: float
+
+    @property
+    def steps_done(self) -> int:
+        return self.state.step
+
+
+def initial_state(params: Params, optimizer: optim.Optimizer, rng: np.random.Generator) -> TrainState:
+    """The state of a run that has not started: fresh optimiser memory, the generator as it is."""
+    return TrainState(params=params, opt=optim.init_state(optimizer, params), rng_state=rng.bit_generator.state)
+
+
+def _finite(params: Params) -> bool:
+    return all(bool(np.all(np.isfinite(v))) for v in params.as_dict().values())
+
+
+def fit(
+    params: Params,
+    task: Task,
+    *,
+    steps: int,
+    rng: np.random.Generator,
+    optimizer: optim.Optimizer | None = None,
+    truncation: Strategy | None = None,
+    batch_size: int = 32,
+    activation: str = "tanh",
+    clip: float | None = None,
+    clip_value: float | None = None,
+    log_every: int = 10,
+    eval_every: int | None = None,
+    heldout: Batch | None = None,
+    watch: bool = True,
+    power_iters: int = 3,
+    watch_sequences: int = 4,
+    spike_factor: float = 10.0,
+    spike_window: int = 50,
+    vanish_ratio: float = 1e-3,
+    vanish_steps: int = 100,
+    resume: TrainState | None = None,
+    callback: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> FitResult:
+    """Train `params` on `task` for `steps` updates in total (counting those already in `resume`).
+
+    Parameters
+    ----------
+    params : Params, the initial model (ignored when `resume` is given: its params are used)
+    task : Task from tasks.make_task; its input/output sizes must match the params
+    steps : total number of updates (a resumed run continues up to it)
+    rng : the training generator (data and random truncation). It is consumed; with
+        `resume`, its state is first set to the saved one.
+    optimizer : optim.Optimizer, default Adam with lr 1e-2
+    truncation : truncation.Strategy, default full BPTT
+    batch_size : B
+    activation : 'tanh' | 'relu' | 'identity'
+    clip : gradient-norm threshold theta (g <- g min(1, theta/||g||)), None = off
+    clip_value : element-wise clip to [-v, v] after the norm clip, None = off
+    log_every : watch and report every this many steps (and at the last step)
+    eval_every : held-out metric every this many steps (default log_every); rows in between
+        carry metric None. The metric costs a forward pass over the held-out batch.
+    heldout : the held-out Batch; default 256 sequences from a generator seeded HELDOUT_SEED
+        (for text: windows of the file's held-out tail)
+    watch : compute rho, start fraction and per-step adjoint norms at log steps
+    power_iters : matrix-vector products per log step for rho (warm-started)
+    watch_sequences : sequences of the batch traced for the start fraction
+    spike_factor, spike_window : a spike is a norm above spike_factor x the median of the
+        last spike_window norms
+    vanish_ratio, vanish_steps : a vanishing stretch is vanish_steps consecutive norms below
+        vanish_ratio x the median norm of the first spike_window steps
+    resume : a TrainState from an earlier fit (or TrainState.from_checkpoint)
+    callback : called with each history row as it is made (D2 writes metrics.jsonl from it)
+    should_stop : polled before every step; True stops cleanly (e.g. after Ctrl-C)
+
+    Returns
+    -------
+    FitResult. Training that diverges does not raise: diverged_at says where, and the
+    parameters are the last finite ones.
+    """
+    opt = optimizer if optimizer is not None else optim.Optimizer()
+    strategy = truncation if truncation is not None else Strategy("full")
+    check_choice("activation", activation, ACTIVATIONS)
+    total = check_positive_int("steps", steps)
+    B = check_batch_size(task, batch_size)
+    log_every = check_positive_int("log_every", log_every)
+    eval_every = log_every if eval_every is None else check_positive_int("eval_every", eval_every)
+    check_positive_int("power_iters", power_iters)
+    check_positive_int("watch_sequences", watch_sequences)
+    optim.check_clip("clip", clip)
+    optim.check_clip("clip_value", clip_value)
+    if resume is None:
+        check_params(params)
+        state = initial_state(params, opt, rng)
+    else:
+        state = resume
+        if set(optim.SLOTS[opt.name]) != set(state.opt.slots):
+            raise ValueError(f"the saved optimiser state does not belong to `optimizer` {opt.name!r}")
+        rng.bit_generator.state = state.rng_state
+    params = check_params(state.params)
+    if (params.input_size, params.output_size) != (task.input_size, task.output_size):
+        raise ValueError(
+            f"the model has input/output sizes {params.input_size}/{params.output_size} but the task "
+            f"{task.name!r} needs {task.input_size}/{task.output_size}"
+        )
+    if heldout is None:
+        heldout = heldout_batch(task, np.random.default_rng(HELDOUT_SEED))
+    watcher = Watcher(power_iters=power_iters, sequences=watch_sequences, activation=activation, loss=task.loss)
+    T, dtype = task.seq_len, params.dtype
+
+    history: list[dict] = []
+    diverged_at = None
+    stopped = False
+    start = time.perf_counter()
+    while state.step < total:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        n = state.step + 1
+        batch, position = sample_batch(task, rng, B, state.position)
+        xi = propagate_weights(strategy, T, B, rng, dtype)  # (T, B) or None
+        h0 = state.h if task.stateful and not batch.reset else None
+        try:
+            g = gradients(
+                params,
+                batch.x,
+                batch.targets,
+                loss=task.loss,
+                activation=activation,
+                mask=batch.mask,
+                h0=h0,
+                propagate=xi,
+            )
+        except NonFiniteError:
+            g = None
+        if g is not None:
+            grads, norm, clipped = optim.clip_by_norm(g.grads, clip)
+            grads, vclipped = optim.clip_by_value(grads, clip_value)
+            new_params, new_opt = optim.step(opt, params, grads, state.opt)
+        if g is None or not _finite(new_params):
+            diverged_at = n
+            event = {
+                "step": n,
+                "kind": "diverged",
+                "message": f"diverged at step {n}: the loss or gradient is not finite",
+            }
+            if g is not None:
+                event["message"] = f"diverged at step {n}: the update made a parameter non-finite"
+            state = replace(state, events=state.events + (event,), rng_state=rng.bit_generator.state)
+            if callback is not None:
+                callback({"step": n, "event": event})
+            break
+        events, norms, reference, vanish_run = detect_events(
+            n,
+            norm,
+            state.norms,
+            state.reference_norm,
+            state.vanish_run,
+            spike_factor=spike_factor,
+            spike_window=spike_window,
+            vanish_ratio=vanish_ratio,
+            vanish_steps=vanish_steps,
+        )
+        h_next = watcher.final_state(params, batch.x, h0) if task.stateful else None
+        power_vector = state.power_vector
+        if n % log_every == 0 or n == total:
+            metric = (
+                evaluate(task, params, heldout, activation=activation) if (n % eval_every == 0 or n == total) else None
+            )
+            row, power_vector = watch_row(
+                watcher if watch else None,
+                n,
+                g,
+                params,
+                batch,
+                h0,
+                power_vector,
+                metric=metric,
+                grad_norm=norm,
+                clipped=clipped or vclipped,
+                clip_count=state.clip_count + (clipped or vclipped),
+                seconds=time.perf_counter() - start,
+            )
+            history.append(row)
+            if callback is not None:
+                callback(row)
+        for event in events:
+            if callback is not None:
+                callback({"step": n, "event": event})
+        params = new_params
+        state = TrainState(
+            params=new_params,
+            opt=new_opt,
+            rng_state=rng.bit_generator.state,
+            step=n,
+            position=position,
+            h=h_next,
+            power_vector=power_vector,
+            norms=norms,
+            reference_norm=reference,
+            vanish_run=vanish_run,
+            clip_count=state.clip_count + (clipped or vclipped),
+            events=state.events + tuple(events),
+        )
+    final_metric = evaluate(task, params, heldout, activation=activation)
+    return FitResult(
+        params=params,
+        state=state,
+        history=history,
+        events=list(state.events),
+        diverged_at=diverged_at,
+        stopped=stopped,
+        final_metric=final_metric,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def params_from_arrays(arrays: dict[str, np.ndarray]) -> Params:
+    """Params from a name -> array map (e.g. a loaded checkpoint), ValueError naming a missing one."""
+    missing = [k for k in PARAM_NAMES if k not in arrays]
+    if missing:
+        raise ValueError(f"the checkpoint lacks the parameter `{missing[0]}`")
+    return check_params(Params(**{k: np.asarray(arrays[k]) for k in PARAM_NAMES}))
+
+
+def describe(result: FitResult) -> dict[str, Any]:
+    """A short plain summary of a fit (for tables and JSON)."""
+    last = result.history[-1] if result.history else {}
+    return {
+        "steps_done": result.steps_done,
+        "diverged_at": result.diverged_at,
+        "stopped": result.stopped,
+        "final_metric": result.final_metric,
+        "final_loss": last.get("loss"),
+        "clip_count": result.state.clip_count,
+        "spikes": sum(e["kind"] == "spike" for e in result.events),
+        "vanishing_stretches": sum(e["kind"] == "vanishing" for e in result.events),
+        "seconds": result.seconds,
+    }

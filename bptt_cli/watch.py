@@ -1,0 +1,158 @@
+"""Watching the gradients while training: what `train.fit` records at its log steps, the
+events it detects on every step, and the verdict on a finished run.
+
+rho(W_h) comes from spectrum.power_iteration (warm-started, a few matrix-vector products),
+the start fraction ||dl_T/dh_1|| / ||dl_T/dh_T|| from trace.trace on a few sequences of the
+batch, and log ||dL/dh_t|| per time step from the adjoints the gradient already computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.bptt import GradResult
+from bptt_cli.model import Params, forward_states
+from bptt_cli.tasks import Batch
+
+
+@dataclass(frozen=True)
+class Watcher:
+    """Settings of the per-log-step measurements."""
+
+    power_iters: int = 3
+    sequences: int = 4
+    activation: str = "tanh"
+    loss: str = "xent"
+
+    def final_state(self, params: Params, x: np.ndarray, h0: np.ndarray | None) -> np.ndarray:
+        """h_T (B, H) of the batch, which the next batch of a stateful task starts from."""
+        T, B, _ = x.shape
+        if h0 is None:
+            h0 = np.zeros((B, params.hidden_size), dtype=params.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return forward_states(params, x.astype(params.dtype, copy=False), h0, self.activation)[-1]
+
+    def rho(self, W_h: np.ndarray, v0: np.ndarray | None) -> tuple[float | None, np.ndarray | None]:
+        """|lambda_1(W_h)| by power iteration warm-started from v0; and the vector for the next call."""
+        try:
+            from bptt_cli.spectrum import power_iteration
+        except ImportError:  # spectrum.py (engineer A) not landed yet
+            return None, v0
+        W = W_h.astype(np.float64, copy=False)
+        res = power_iteration(W, max_iter=self.power_iters, v0=v0, rng=np.random.default_rng(0))
+        return float(res.abs_eigenvalue), np.asarray(res.vector)
+
+    def start_fraction(self, params: Params, batch: Batch, h0: np.ndarray | None) -> float | None:
+        """Share of the last loss's gradient signal that reaches the first step (trace.py's definition)."""
+        try:
+            from bptt_cli.trace import trace
+        except ImportError:  # trace.py (engineer B) not landed yet
+            return None
+        k = min(self.sequences, batch.size)
+        res = trace(
+            params,
+            batch.x[:, :k],
+            batch.targets[:, :k],
+            loss=self.loss,
+            activation=self.activation,
+            mask=batch.mask[:, :k],
+            h0=None if h0 is None else h0[:k],
+        )
+        return None if res.start_fraction is None else float(res.start_fraction)
+
+
+def adjoint_log_norms(adjoints: np.ndarray) -> np.ndarray:
+    """log of the batch-mean ||dL/dh_t|| for t = 1..T: adjoints (T, B, H) -> (T,); -inf where zero."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.linalg.norm(adjoints, axis=2).mean(axis=1))  # (T,)
+
+
+def watch_row(
+    watcher: Watcher | None,
+    step: int,
+    g: GradResult,
+    params: Params,
+    batch: Batch,
+    h0: np.ndarray | None,
+    power_vector: np.ndarray | None,
+    *,
+    metric: float | None,
+    grad_norm: float,
+    clipped: bool,
+    clip_count: int,
+    seconds: float,
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One history row (plain values) describing the parameters the step's gradient was taken at,
+    and the power-iteration vector to warm-start the next row from."""
+    row: dict[str, Any] = {
+        "step": step,
+        "loss": g.loss,
+        "metric": metric,
+        "grad_norm": grad_norm,
+        "clipped": bool(clipped),
+        "clip_count": int(clip_count),
+        "rho": None,
+        "start_fraction": None,
+        "log_adjoint_norms": None,
+        "seconds": seconds,
+    }
+    if watcher is not None:
+        row["rho"], power_vector = watcher.rho(params.W_h, power_vector)
+        row["start_fraction"] = watcher.start_fraction(params, batch, h0)
+        row["log_adjoint_norms"] = adjoint_log_norms(g.adjoints).tolist()
+    return row, power_vector
+
+
+def detect_events(
+    step: int,
+    norm: float,
+    norms: np.ndarray,
+    reference: float | None,
+    vanish_run: int,
+    *,
+    spike_factor: float,
+    spike_window: int,
+    vanish_ratio: float,
+    vanish_steps: int,
+) -> tuple[list[dict], np.ndarray, float | None, int]:
+    """Spikes and vanishing stretches from this step's gradient norm.
+
+    Returns (events, the updated window of recent norms, the reference norm, the vanishing run).
+    A spike needs at least 10 earlier norms, so the first steps are never called spikes.
+    """
+    events = []
+    if len(norms) >= 10:
+        median = float(np.median(norms))
+        if norm > spike_factor * median:
+            events.append(
+                {
+                    "step": step,
+                    "kind": "spike",
+                    "grad_norm": norm,
+                    "median": median,
+                    "message": f"gradient norm {norm:.3g} at step {step} is {norm / median:.0f}x the running median",
+                }
+            )
+    norms = np.append(norms, norm)[-spike_window:]
+    if reference is None and len(norms) == spike_window:
+        reference = float(np.median(norms))
+    if reference is not None and norm < vanish_ratio * reference:
+        vanish_run += 1
+        if vanish_run == vanish_steps:
+            events.append(
+                {
+                    "step": step,
+                    "kind": "vanishing",
+                    "since": step - vanish_steps + 1,
+                    "grad_norm": norm,
+                    "reference": reference,
+                    "message": f"gradient norm below {vanish_ratio:g} x its early median for {vanish_steps} steps "
+                    f"(steps {step - vanish_steps + 1}..{step})",
+                }
+            )
+    else:
+        vanish_run = 0
+    return events, norms, reference, vanish_run
