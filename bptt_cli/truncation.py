@@ -13,6 +13,7 @@ random:P   randomized truncation (Tallec & Ollivier 2017): xi_t = 1/P with proba
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,6 +214,7 @@ def estimator_statistics(
     activation: str = "tanh",
     mask: np.ndarray | None = None,
     h0: np.ndarray | None = None,
+    project: Callable[[Params], np.ndarray] | None = None,
 ) -> EstimatorReport:
     """Bias, spread, alignment and cost of each strategy's gradient at one point.
 
@@ -223,6 +225,8 @@ def estimator_statistics(
     strategies : parsed specs; a stochastic one (random:P with P < 1) is drawn `samples` times
     rng : the only source of randomness (the xi draws)
     samples : draws per stochastic strategy, at least 2 (a standard error needs two)
+    project : maps the gradient Params to the vector compared (default: all parameters
+        flattened); e.g. the one coordinate theta of the influence problem
 
     Returns
     -------
@@ -249,8 +253,10 @@ def estimator_statistics(
         res = gradients(params, x, targets, loss=loss, activation=activation, mask=mask, h0=h0, propagate=prop)
         return res, time.perf_counter() - t0
 
+    if project is None:
+        project = Params.flat
     full, full_seconds = run(None)
-    g_star = full.grads.flat().astype(np.float64)  # (P,)
+    g_star = np.asarray(project(full.grads), dtype=np.float64).ravel()  # (P,)
     g_norm = float(np.linalg.norm(g_star))
     if g_norm == 0.0:
         raise ValueError("the full gradient is exactly zero at this point: relative bias is undefined")
@@ -267,7 +273,7 @@ def estimator_statistics(
         for i in range(1, n + 1):
             prop = propagate_weights(strategy, T, B, rng, dtype)
             res, dt = run(prop)
-            g = res.grads.flat().astype(np.float64)
+            g = np.asarray(project(res.grads), dtype=np.float64).ravel()  # (P,)
             secs += dt
             cos_sum += _cosine(g, g_star)
             share_sum += np.count_nonzero(carried_work(prop, res.adjoints)) / max(full_work, 1)
