@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,11 +26,18 @@ SPEC_FORMS = "full, chunk:K (K a positive integer), random:P (0 < P <= 1)"
 
 @dataclass(frozen=True)
 class Strategy:
-    """A parsed truncation spec: kind 'full' | 'chunk' | 'random', with K or P."""
+    """A parsed truncation spec: kind 'full' | 'chunk' | 'random', with K or P.
+
+    xi_rng : optional generator of its own for random:P's draws. `propagate_weights` then uses
+        it instead of the generator it is given, so a random strategy leaves that generator's
+        stream (e.g. the training data order) exactly as full or chunk:K would. Not part of
+        the spec: two strategies with the same spec compare equal whatever their generators.
+    """
 
     kind: str
     k: int | None = None
     p: float | None = None
+    xi_rng: np.random.Generator | None = field(default=None, compare=False, repr=False)
 
     @property
     def spec(self) -> str:
@@ -87,7 +94,8 @@ def propagate_weights(
 
     chunk:K puts 0 at s = K, 2K, ...: step s + 1 starts a chunk, so nothing it receives is
     sent back to step s. (The entry s = 0, into h_0, is kept: h_0 is the start of chunk one.)
-    random:P needs `rng`; entry 0 is drawn too, so dL/dh_0 is an unbiased estimate as well.
+    random:P needs `rng` (or the strategy's own `xi_rng`, which takes precedence); entry 0 is
+    drawn too, so dL/dh_0 is an unbiased estimate as well.
     """
     if strategy.kind == "full":
         return None
@@ -98,6 +106,8 @@ def propagate_weights(
     if strategy.kind == "random":
         if strategy.p == 1.0:
             return np.ones((seq_len, batch), dtype=dtype)
+        if strategy.xi_rng is not None:
+            rng = strategy.xi_rng
         if rng is None:
             raise ValueError("random truncation needs a random generator (`rng`)")
         keep = rng.random((seq_len, batch)) < strategy.p

@@ -277,3 +277,12 @@ def test_empty_strategy_list_and_zero_gradient_are_errors():
         estimator_statistics(
             params, x, targets, [Strategy("full")], rng=np.random.default_rng(0), project=lambda g: np.zeros(2)
         )
+
+
+def test_own_generator_leaves_the_given_stream_untouched():
+    own = Strategy("random", p=0.5, xi_rng=np.random.default_rng(9))
+    assert own == Strategy("random", p=0.5) and own.spec == "random:0.5"
+    given = np.random.default_rng(1)
+    xi = propagate_weights(own, 6, 4, given)
+    assert_array_equal(xi, propagate_weights(Strategy("random", p=0.5), 6, 4, np.random.default_rng(9)))
+    assert given.bit_generator.state == np.random.default_rng(1).bit_generator.state
