@@ -1,0 +1,408 @@
+"""The gradient signal back through time: per-step norms, the measured decay rate, the memory horizon.
+
+For t = T..1 two signals travel back (DESIGN.md section 1), per sequence:
+
+    total  delta_t = dL/dh_t     = dl_t/dh_t + J_{t+1}^T delta_{t+1}     (what every future loss sends)
+    last   u_t     = dl_T/dh_t   =             J_{t+1}^T u_{t+1}         (the last loss alone)
+
+with J_t = diag(f'(a_t)) W_h. An exploding network overflows float64 within a few hundred
+steps, so both are kept in log space: each is stored as exp(s) * v with a per-sequence log
+scale s, and v is renormalised (s absorbs log ||v||) every few steps, often enough that v can
+neither overflow nor underflow in between. The total signal adds dl_{t-1} * exp(-s) to v, which
+is exact as long as exp(-s) is representable (see `_renormalise` for the one edge case).
+
+The measured per-step gain is exp(slope) of the least-squares line through
+log ||dl_T/dh_{T-k}|| against k; the memory horizon is the k at which that signal falls below
+eps times its value at T. The whole trace costs one forward and one backward pass: both
+recursions share one (2B, H) x (H, H) product per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bptt_cli.bptt import _local_loss_gradient
+from bptt_cli.losses import check_loss, check_mask, check_targets
+from bptt_cli.model import (
+    ACTIVATION_GAMMA,
+    ACTIVATIONS,
+    Params,
+    activation_derivative,
+    check_choice,
+    check_inputs,
+    check_params,
+    forward_states,
+)
+
+JACOBIAN_MODES = ("auto", "bound", "exact")
+# 'auto' computes exact spectral norms of J_t while T * B * H^3 stays below this (about 0.1 s)
+EXACT_BUDGET = 2e7
+_CHECK_EVERY = 8  # renormalise at most this many steps apart
+_GROWTH_DECADES = 90  # largest growth (in powers of 10) allowed between two renormalisations
+_C_MAX_LOG = 150 * math.log(10)  # exp(-s) is capped at 1e150 (see _renormalise)
+_TINY_SQ = 1e-290  # squared norms below this are recomputed with scaling (underflow)
+
+
+@dataclass(frozen=True)
+class GainFit:
+    """The least-squares line log ||signal_{T-k}|| = intercept + slope * k over k in first..last.
+
+    gain = exp(slope) is the measured per-step factor; points counts the finite, non-zero
+    values used. With fewer than two such points slope, gain and r2 are NaN.
+    """
+
+    slope: float
+    gain: float
+    r2: float
+    first: int
+    last: int
+    points: int
+    intercept: float
+
+    def as_dict(self) -> dict:
+        return dict(
+            slope=self.slope,
+            gain=self.gain,
+            r2=self.r2,
+            first=self.first,
+            last=self.last,
+            points=self.points,
+            intercept=self.intercept,
+        )
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """How many steps back the last loss's signal stays above eps times its value at T.
+
+    method : 'measured' (it falls below within T), 'extrapolated' (from the fitted gain < 1),
+             'never' (the fitted gain is >= 1: it does not decay) or 'undetermined' (no fit)
+    steps : that number of steps (float when extrapolated), None for 'never' / 'undetermined'
+    """
+
+    eps: float
+    steps: float | None
+    method: str
+
+    def as_dict(self) -> dict:
+        return dict(eps=self.eps, steps=self.steps, method=self.method)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One signal's per-step norms, t = 1..T at index t - 1, as logs of batch statistics of the
+    per-sequence norms: log_mean = log(mean_b ||.||), log_min, log_max. -inf is an exact zero."""
+
+    log_mean: np.ndarray  # (T,)
+    log_min: np.ndarray  # (T,)
+    log_max: np.ndarray  # (T,)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """What `trace` returns.
+
+    total : Signal of ||dL/dh_t||;  last : Signal of ||dl_T/dh_t||
+    jacobian_norm : (T,) batch mean of ||diag(f'(a_t)) W_h||_2 (exact) or of its upper bound
+        max_i f'(a_t)_i * sigma_max(W_h), as `jacobian_kind` says ('exact' | 'bound')
+    saturation : (T,) batch mean of mean_i f'(a_t)_i (1: linear regime, 0: fully saturated)
+    sigma_max : sigma_max(W_h)
+    fit : GainFit of the last loss's signal (the pure decay); fit_total : of the total signal
+    horizon : Horizon for eps; suggested_window : a truncation window keeping the last loss's
+        signal above eps (ceil of the horizon), None when it does not decay or is undetermined
+    start_fraction : ||dl_T/dh_1|| / ||dl_T/dh_T|| (batch means; inf/0 when out of range),
+        log_start_fraction its log (always finite unless a signal is exactly zero)
+    loss : the scalar loss L
+    """
+
+    total: Signal
+    last: Signal
+    jacobian_norm: np.ndarray
+    jacobian_kind: str
+    saturation: np.ndarray
+    sigma_max: float
+    fit: GainFit
+    fit_total: GainFit
+    horizon: Horizon
+    suggested_window: int | None
+    start_fraction: float
+    log_start_fraction: float
+    loss: float
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.saturation.shape[0])
+
+
+# ---------------------------------------------------------------------------- fit and horizon
+
+
+def fit_gain(log_norms: np.ndarray, *, first: int = 0, last: int | None = None) -> GainFit:
+    """Least-squares slope of log_norms[k] against k over first..last, skipping non-finite values.
+
+    Parameters
+    ----------
+    log_norms : (K,) log ||signal_{T-k}|| for k = 0..K-1 (-inf for an exact zero)
+    first, last : the range of k to consider (last defaults to K - 1)
+
+    Returns
+    -------
+    GainFit; first/last are the smallest and largest k actually used.
+    """
+    y_all = np.asarray(log_norms, dtype=np.float64)
+    if y_all.ndim != 1:
+        raise ValueError(f"`log_norms` must be one-dimensional; got shape {y_all.shape}")
+    K = y_all.shape[0]
+    last = K - 1 if last is None else last
+    if not 0 <= first <= last < K:
+        raise ValueError(f"`first` and `last` must satisfy 0 <= first <= last < {K}; got {first}, {last}")
+    k_all = np.arange(K, dtype=np.float64)
+    use = np.isfinite(y_all) & (k_all >= first) & (k_all <= last)
+    k, y = k_all[use], y_all[use]
+    n = int(k.size)
+    if n < 2:
+        nan = float("nan")
+        at = int(k[0]) if n else first
+        return GainFit(nan, nan, nan, at, at, n, float(y[0]) if n else nan)
+    # centred sums: no cancellation between large k and large |log norm|
+    km, ym = k.mean(), y.mean()
+    dk, dy = k - km, y - ym
+    slope = float(np.dot(dk, dy) / np.dot(dk, dk))
+    res = dy - slope * dk
+    ss_res, ss_tot = float(np.dot(res, res)), float(np.dot(dy, dy))
+    # a flat line (gain exactly 1) has ss_tot at rounding level: call the fit perfect then
+    rounding = n * (64 * np.finfo(np.float64).eps * max(1.0, float(np.max(np.abs(y))))) ** 2
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > rounding else 1.0
+    return GainFit(
+        slope, math.exp(slope) if slope < 709 else math.inf, r2, int(k[0]), int(k[-1]), n, float(ym - slope * km)
+    )
+
+
+def memory_horizon(log_norms: np.ndarray, fit: GainFit, eps: float = 1e-3) -> Horizon:
+    """The first k with ||signal_{T-k}|| < eps ||signal_T||, or its extrapolation from the fit.
+
+    log_norms[k] = log ||signal_{T-k}||. Extrapolation continues from the last usable point
+    along the fitted slope (only for a gain below 1).
+    """
+    eps = check_eps(eps)
+    y = np.asarray(log_norms, dtype=np.float64)
+    if y.size == 0 or not np.isfinite(y[0]):
+        return Horizon(eps, None, "undetermined")
+    ratio = y - y[0]  # log of ||signal_{T-k}|| / ||signal_T||; -inf for an exact zero
+    below = np.flatnonzero(~(ratio >= math.log(eps)) & ~np.isnan(ratio))
+    if below.size:
+        return Horizon(eps, float(below[0]), "measured")
+    if not math.isfinite(fit.slope):
+        return Horizon(eps, None, "undetermined")
+    if fit.slope >= 0:
+        return Horizon(eps, None, "never")
+    k_last = fit.last
+    return Horizon(eps, k_last + (math.log(eps) - ratio[k_last]) / fit.slope, "extrapolated")
+
+
+def check_eps(eps: float) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise ValueError(f"`eps` must be a number in (0, 1); got {eps!r}")
+    return float(eps)
+
+
+# ---------------------------------------------------------------------------- the recursion
+
+
+def _row_norms(v: np.ndarray) -> np.ndarray:
+    """Euclidean norms over the last axis, scaled by max |v| so that nothing under- or overflows."""
+    m = np.max(np.abs(v), axis=-1)  # (...)
+    safe = np.where(m > 0, m, 1.0)
+    return m * np.sqrt(np.einsum("...h,...h->...", v / safe[..., None], v / safe[..., None]))
+
+
+def _renormalise(v: np.ndarray, s: np.ndarray, c: np.ndarray, loss_ahead: np.ndarray) -> None:
+    """Rescale v (2, B, H) to unit rows, moving log ||v|| into s (2, B); set c (B, 1) = exp(-s_total).
+
+    Edge case: a total signal below 1e-150 with a loss still to come (earlier in time) would
+    need exp(-s) > 1e150. Its scale is then pinned at 1e-150 and the excess stays in v (v's
+    norm drops below 1), which keeps the representation exact; only signals below ~1e-450 in
+    such a stretch may underflow to 0. Where no loss is ahead, c is never used with a
+    non-zero dl, and is set to 0.
+    """
+    n = _row_norms(v)  # (2, B)
+    nz = n > 0
+    v[nz] /= n[nz][:, None]
+    s[nz] += np.log(n[nz])
+    st = s[0]
+    low = (st < -_C_MAX_LOG) & loss_ahead
+    if low.any():
+        v[0, low] *= np.exp(st[low] + _C_MAX_LOG)[:, None]
+        st[low] = -_C_MAX_LOG
+    with np.errstate(over="ignore"):
+        c[:, 0] = np.where(loss_ahead, np.exp(-st), 0.0)
+
+
+def _propagate(fp: np.ndarray, dl: np.ndarray, W_h: np.ndarray, growth: float) -> np.ndarray:
+    """Both recursions at once; returns the log norms (T, 2, B): [:, 0] total, [:, 1] last.
+
+    fp (T, B, H) f'(a_t); dl (T, B, H) dl_t/dh_t; growth: an upper bound of ||J_t|| per step.
+    """
+    T, B, H = fp.shape
+    buf = np.empty((T, 2, B, H))  # (T, 2, B, H) v_t of both signals, at their segment's scale
+    buf2 = buf.reshape(T, 2 * B, H)  # the same memory as (T, 2B, H) rows for the product
+    G = np.empty((2, B, H))  # (2, B, H) f'(a_t) * v_t
+    G2 = G.reshape(2 * B, H)
+    tmp = np.empty((B, H))
+    s = np.zeros((2, B))  # log scale of the current segment
+    c = np.zeros((B, 1))  # exp(-s_total): dl enters v at the segment's scale
+    has_dl = dl.reshape(T, -1).any(axis=1)  # (T,) steps that have a loss at all
+    # loss_ahead[t, b]: some step < t of sequence b has a loss (the total will still receive one)
+    dl_nz = dl.any(axis=2)  # (T, B)
+    loss_ahead = np.zeros((T, B), dtype=bool)
+    loss_ahead[1:] = np.logical_or.accumulate(dl_nz, axis=0)[:-1]
+    every = int(max(1, min(_CHECK_EVERY, _GROWTH_DECADES // max(math.log10(max(growth, 1.0)), 1e-12))))
+    buf[T - 1, 0] = dl[T - 1]
+    buf[T - 1, 1] = dl[T - 1]
+    _renormalise(buf[T - 1], s, c, loss_ahead[T - 1])
+    segments = [(T - 1, s.copy())]  # (first index stored at this scale, counting down; the scale)
+    countdown = every
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        for i in range(T - 1, 0, -1):
+            np.multiply(buf[i], fp[i], out=G)  # back through f: f'(a_t) * v_t, both signals
+            np.matmul(G2, W_h, out=buf2[i - 1])  # back through W_h: one (2B, H) x (H, H) product
+            if has_dl[i - 1]:
+                np.multiply(dl[i - 1], c, out=tmp)  # dl_{t-1} * exp(-s), total signal only
+                buf[i - 1, 0] += tmp
+            countdown -= 1
+            if countdown == 0:
+                _renormalise(buf[i - 1], s, c, loss_ahead[i - 1])
+                segments.append((i - 1, s.copy()))
+                countdown = every
+    # the log scale each stored v_t was written at
+    S = np.empty((T, 2, B))
+    ends = [j for j, _ in segments[1:]] + [-1]  # each scale holds from its index down to the next renormalisation
+    for (j, scale), nxt in zip(segments, ends, strict=True):
+        S[nxt + 1 : j + 1] = scale
+    with np.errstate(over="ignore", under="ignore"):
+        n2 = np.einsum("tjbh,tjbh->tjb", buf, buf)  # (T, 2, B)
+    # squares that under- or overflowed: recompute those few norms with scaling
+    bad = ~((n2 > _TINY_SQ) & np.isfinite(n2))
+    norms = np.sqrt(n2)
+    if bad.any():
+        norms[bad] = _row_norms(buf[bad])
+    with np.errstate(divide="ignore"):
+        return np.log(norms) + S
+
+
+def _batch_stats(log_norms: np.ndarray) -> Signal:
+    """(T, B) per-sequence log norms -> log of the batch mean, min and max (logsumexp, no overflow)."""
+    T, B = log_norms.shape
+    top = np.max(log_norms, axis=1)  # (T,)
+    shift = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        log_mean = shift + np.log(np.mean(np.exp(log_norms - shift[:, None]), axis=1))
+    return Signal(log_mean=log_mean, log_min=np.min(log_norms, axis=1), log_max=top)
+
+
+def _jacobian_norms(fp: np.ndarray, W_h: np.ndarray, sigma_max: float, mode: str) -> tuple[np.ndarray, str]:
+    """(T,) batch mean of ||diag(f'(a_t)) W_h||_2, exact when cheap (or asked), else the bound."""
+    T, B, H = fp.shape
+    exact = mode == "exact" or (mode == "auto" and T * B * H**3 <= EXACT_BUDGET)
+    if not exact:
+        return fp.max(axis=2).mean(axis=1) * sigma_max, "bound"
+    norms = np.empty(T * B)
+    flat = fp.reshape(T * B, H)
+    chunk = max(1, 2**20 // (H * H))  # about 8 MB of matrices at a time
+    for lo in range(0, T * B, chunk):
+        mats = flat[lo : lo + chunk, :, None] * W_h  # (chunk, H, H) rows scaled by f'
+        norms[lo : lo + chunk] = np.linalg.norm(mats, ord=2, axis=(1, 2))
+    return norms.reshape(T, B).mean(axis=1), "exact"
+
+
+def trace(
+    params: Params,
+    x: np.ndarray,
+    targets: np.ndarray | None,
+    *,
+    loss: str = "xent",
+    activation: str = "tanh",
+    mask: np.ndarray | None = None,
+    h0: np.ndarray | None = None,
+    eps: float = 1e-3,
+    jacobian: str = "auto",
+) -> TraceResult:
+    """Follow dL/dh_t and dl_T/dh_t back through time; fit the per-step gain; find the horizon.
+
+    Parameters
+    ----------
+    params : Params (computed in float64 whatever their dtype)
+    x : (T, B, D) inputs
+    targets : (T, B) class indices for 'xent', (T, B, V) for 'mse', None for 'half-square'
+    loss : 'xent' | 'mse' | 'half-square'
+    activation : 'tanh' | 'relu' | 'identity'
+    mask : (T, B) per-step loss weights (default all ones); the last loss is l_T with its weight
+    h0 : (B, H) initial state, zeros by default
+    eps : the horizon's fraction, in (0, 1)
+    jacobian : 'exact' spectral norms, their 'bound', or 'auto' (exact while T B H^3 <= EXACT_BUDGET)
+
+    Returns
+    -------
+    TraceResult
+
+    Raises
+    ------
+    ValueError for malformed input, or when the forward pass overflows (the hidden state or the
+    loss is not finite: then there is no trajectory to trace).
+    """
+    check_params(params)
+    check_choice("activation", activation, ACTIVATIONS)
+    check_choice("jacobian", jacobian, JACOBIAN_MODES)
+    check_loss(loss)
+    eps = check_eps(eps)
+    params = params.astype(np.float64)
+    x, h0 = check_inputs(params, x, h0)
+    T, B, _ = x.shape
+    targets = check_targets(loss, targets, T, B, params.output_size)
+    mask = check_mask(mask, T, B, params.dtype)
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        hs = forward_states(params, x, h0, activation)  # (T+1, B, H)
+    finite = np.isfinite(hs).reshape(T + 1, -1).all(axis=1)
+    if not finite.all():
+        t_bad = int(np.argmin(finite))
+        raise ValueError(
+            f"the forward pass overflowed at step t = {t_bad} (the hidden state is not finite): "
+            "lower the input scale, the spectral radius or the sequence length"
+        )
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        L, dl, _, _ = _local_loss_gradient(params, hs, loss, targets, mask)  # dl (T, B, H)
+    if not (math.isfinite(L) and np.all(np.isfinite(dl))):
+        raise ValueError(f"the loss or its gradient is not finite (loss = {L}): the outputs overflowed")
+    fp = activation_derivative(hs[1:], activation)  # (T, B, H) f'(a_t)
+    W_h = params.W_h
+    sigma_max = float(np.linalg.norm(W_h, ord=2))
+    gamma = ACTIVATION_GAMMA[activation]
+
+    log_norms = _propagate(fp, dl, W_h, gamma * sigma_max)  # (T, 2, B)
+    total, last = _batch_stats(log_norms[:, 0]), _batch_stats(log_norms[:, 1])
+    back_last = last.log_mean[::-1]  # index k = steps back from T
+    fit = fit_gain(back_last)
+    fit_total = fit_gain(total.log_mean[::-1])
+    horizon = memory_horizon(back_last, fit, eps)
+    window = None if horizon.steps is None else max(1, math.ceil(horizon.steps))
+    log_start = float(last.log_mean[0] - last.log_mean[-1])
+    jac, kind = _jacobian_norms(fp, W_h, sigma_max, jacobian)
+    return TraceResult(
+        total=total,
+        last=last,
+        jacobian_norm=jac,
+        jacobian_kind=kind,
+        saturation=fp.mean(axis=2).mean(axis=1),
+        sigma_max=sigma_max,
+        fit=fit,
+        fit_total=fit_total,
+        horizon=horizon,
+        suggested_window=window,
+        start_fraction=math.exp(min(log_start, 709.0)) if log_start < 709 or math.isnan(log_start) else math.inf,
+        log_start_fraction=log_start,
+        loss=L,
+    )
