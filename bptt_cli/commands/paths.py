@@ -63,6 +63,8 @@ def paths(
     T steps and gives the same gradients to rounding error."""
     length_list = parse_lengths(lengths)
     o = Output(json, quiet)
+    # the output folder is checked before any work, so a bad --out fails fast with nothing printed
+    folder = out_dir(out, "paths") if length_list else None
     config = dict(
         seq_len=seq_len,
         hidden=hidden,
@@ -128,7 +130,6 @@ def paths(
             spectral_radius=spectral_radius,
         )
         exps = {m: fit_exponent(length_list, [getattr(r, f"{m}_s") for r in rows]) for m in ("efficient", "naive")}
-        folder = out_dir(out, "paths")
         from bptt_cli.plots.paths import scaling_plot
 
         plot = scaling_plot(
