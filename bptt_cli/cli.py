@@ -194,3 +194,4 @@ def main() -> None:
 # One line per command, so that adding a command touches one line.
 import bptt_cli.commands.gradcheck  # noqa: E402, F401
 import bptt_cli.commands.paths  # noqa: E402, F401
+import bptt_cli.commands.trace  # noqa: E402, F401
