@@ -16,6 +16,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from bptt_cli import NonFiniteError, gradients, loss_value
 from bptt_cli.model import PARAM_NAMES, Params, init_params
+from bptt_cli.pathdemo import fit_exponent, linear_example, path_contributions, run_example, time_methods
 from bptt_cli.truncation import parse_strategy, propagate_weights
 
 ACTS = ("tanh", "relu", "identity")
@@ -326,3 +327,48 @@ def test_dh0_overflow_alone_is_caught():
     assert np.isfinite(loss_value(p, x, targets, loss="mse", activation="identity", h0=h0))
     with pytest.raises(NonFiniteError):
         gradients(p, x, targets, loss="mse", activation="identity", h0=h0)
+
+
+# ---------------------------------------------------------------- the paths demonstration (pathdemo)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("step", [1, 3, 6])
+def test_path_contributions_sum_to_the_adjoint(act, step):
+    rng = np.random.default_rng(19)
+    prob = problem(rng, T=6, B=2, loss="xent", masked=True, h0=False)
+    kw = dict(activation=act, loss="xent", targets=prob["targets"], mask=prob["mask"])
+    C = path_contributions(prob["params"], prob["x"], step=step, **kw)  # (T, B, H)
+    assert_array_equal(C[: step - 1], 0.0)  # losses before h_step send nothing to it
+    res = call(gradients, prob, loss="xent", activation=act)
+    assert_allclose(C.sum(axis=0), res.adjoints[step - 1], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="`step` must be in 1..T"):
+        path_contributions(prob["params"], prob["x"], step=7, **kw)
+
+
+def test_run_example_is_the_worked_example():
+    params, x = linear_example(np.random.default_rng(0))
+    assert x.shape == (10, 1, 3) and params.output_size == 0
+    assert_array_equal(params.b, 0.0)
+    ex = run_example(params, x)
+    assert ex.naive.paths == 55 and ex.efficient.paths == 10
+    assert ex.max_rel_diff < 1e-12
+    assert_allclose(ex.contributions.sum(axis=0), ex.efficient.adjoints[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("k", [1.0, 2.0, 0.5])
+def test_fit_exponent_recovers_a_power_law(k):
+    lengths = [25, 50, 100, 200, 400]
+    slope, r2 = fit_exponent(lengths, [3e-5 * T**k for T in lengths])
+    assert_allclose(slope, k, rtol=1e-12)
+    assert_allclose(r2, 1.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="at least two"):
+        fit_exponent([10], [1.0])
+
+
+def test_time_methods_counts_work():
+    rows = time_methods([3, 5], np.random.default_rng(1), repeats=1)
+    assert [(r.seq_len, r.efficient_steps, r.naive_paths) for r in rows] == [(3, 3, 6), (5, 5, 15)]
+    assert all(r.efficient_s > 0 and r.naive_s > 0 for r in rows)
+    with pytest.raises(ValueError, match="`lengths`"):
+        time_methods([3, 0], np.random.default_rng(1), repeats=1)
