@@ -1,0 +1,173 @@
+"""What `bptt train` shows: the live progress bar, the summary of a finished run, its tables.
+
+Not a command itself (no @command here): the rendering half of bptt_cli/commands/train.py.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bptt_cli.cli import Output
+from bptt_cli.report import document, fmt, table
+from bptt_cli.runfiles import CONFIG, METRICS, MODEL, SUMMARY, read_metrics
+
+
+class TrainProgress:
+    """A rich progress bar on stderr with the last logged loss, metric and gradient norm.
+
+    Under --quiet it is silent; under --json it is on stderr like every human output
+    (stdout keeps the one JSON document).
+    """
+
+    def __init__(self, o: Output, total: int, metric: str) -> None:
+        self.metric = metric
+        self.total = total
+        self._progress: Progress | None = None
+        if not o.quiet:
+            from rich.console import Console
+
+            self._progress = Progress(
+                TextColumn("[bold]train[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True, highlight=False),
+                transient=False,
+            )
+            self._task = self._progress.add_task("train", total=total, status="")
+
+    def update(self, row: dict, start_step: int) -> None:
+        if self._progress is None:
+            return
+        if "event" in row:
+            event = row["event"]
+            if event.get("kind") in ("spike", "diverged", "vanishing"):
+                self._progress.console.print(f"[yellow]step {row['step']}: {event.get('message', event['kind'])}[/]")
+            return
+        status = f"loss {fmt(row.get('loss'))}  {self.metric} {fmt(row.get('metric'))}  |g| {fmt(row.get('grad_norm'))}"
+        self._progress.update(self._task, completed=row["step"], status=status)
+
+    def __enter__(self) -> "TrainProgress":
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def run_summary(result: Any, task: Any, config: dict, folder: Path, *, plots: list[Path]) -> dict:
+    """The results of a run as plain data (the `results` of the JSON document)."""
+    last = next((r for r in reversed(result.history) if "loss" in r), {})
+    summary: dict[str, Any] = {
+        "task": task.config(),
+        "steps_done": int(result.state.step),
+        "steps_requested": config["steps"],
+        "interrupted": bool(result.stopped),
+        "diverged_at": result.diverged_at,
+        "metric": task.metric,
+        "final_metric": result.final_metric,
+        "chance": task.chance,
+        "final_loss": last.get("loss"),
+        "final_grad_norm": last.get("grad_norm"),
+        "final_rho": last.get("rho"),
+        "final_start_fraction": last.get("start_fraction"),
+        "clip_count": int(result.state.clip_count),
+        "events": list(result.events),
+        "seconds": float(result.seconds),
+        "files": {
+            "folder": str(folder),
+            "model": str(folder / MODEL),
+            "config": str(folder / CONFIG),
+            "metrics": str(folder / METRICS),
+            "summary": str(folder / SUMMARY),
+        },
+        "plots": [str(p) for p in plots],
+    }
+    return summary
+
+
+def results_document(config: dict, summary: dict, verdict: dict) -> dict:
+    return document("train", config, summary, verdict=verdict)
+
+
+def resume_hint(config: dict, folder: Path) -> str:
+    return f"bptt train --resume {folder}"
+
+
+def render(o: Output, doc: dict, sample: str | None = None) -> None:
+    """The human output: the run, the verdict and its evidence, where the files went."""
+    r, v, c = doc["results"], doc["verdict"], doc["config"]
+    rows = [
+        ["task", f"{r['task']['task']} (T={c['seq_len']}, B={c['batch']}, H={c['hidden']}, {c['truncation']})"],
+        ["steps", f"{r['steps_done']} of {r['steps_requested']}" + (" (interrupted)" if r["interrupted"] else "")],
+        [f"held-out {r['metric']}", fmt(r["final_metric"]) + (f"  (chance {fmt(r['chance'])})" if r["chance"] else "")],
+        ["final training loss", fmt(r["final_loss"])],
+        ["gradient norm (last log)", fmt(r["final_grad_norm"])],
+        ["rho(W_h) (last log)", fmt(r["final_rho"])],
+        ["signal reaching step 1", fmt(r["final_start_fraction"])],
+        ["clipped steps", str(r["clip_count"]) if c["clip"] is not None else "clipping off"],
+        ["events", ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "none"],
+        ["time", f"{r['seconds']:.1f} s"],
+    ]
+    o.show(table(f"bptt train: {r['task']['task']}", ["", "value"], rows))
+    colour = {"stable": "green", "diverged": "red", "exploding": "red", "vanishing": "yellow"}.get(v["label"], "white")
+    o.show(f"verdict: [bold {colour}]{v['label']}[/] (basis: {v['basis']}) - {v['message']}")
+    evidence = v.get("evidence") or {}
+    if evidence:
+        o.show(table("evidence", ["quantity", "value"], [[k, _cell(val)] for k, val in evidence.items()]))
+    if sample is not None:
+        o.show(f"sample:\n{sample}")
+    files = r["files"]
+    o.show(f"files: {files['folder']}/ (model.npz, config.json, metrics.jsonl, summary.json)")
+    if r["plots"]:
+        o.show("plots: " + ", ".join(r["plots"]))
+    if r["interrupted"] or (r["diverged_at"] is None and r["steps_done"] < r["steps_requested"]):
+        o.show(f"stopped at step {r['steps_done']}; continue with: bptt train --resume {files['folder']}")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return str(value)
+    return fmt(value) if not isinstance(value, str) else value
+
+
+def metrics_rows(folder: Path) -> list[dict]:
+    """The logged rows of the whole run (a resumed run's too), without event lines."""
+    return [r for r in read_metrics(folder / METRICS) if "event" not in r]
+
+
+def judge_run(result: Any, task: Any, *, activation: str) -> dict:
+    """The verdict of a finished run (provisional until train/verdict provide judge_training):
+    diverged if a step was non-finite, else the fitted per-step gain of the last loss's signal
+    of the final model on held-out sequences (trace.py), judged by verdict.judge_gain."""
+    from bptt_cli.tasks import heldout_batch
+    from bptt_cli.trace import trace
+    from bptt_cli.train import HELDOUT_SEED
+    from bptt_cli.verdict import Verdict, judge_gain
+
+    if result.diverged_at is not None:
+        return Verdict(
+            "diverged",
+            "non-finite loss or gradient",
+            {"diverged_at": result.diverged_at, "steps_done": result.state.step},
+            f"diverged at step {result.diverged_at}; the checkpoint holds the last finite parameters",
+        ).as_dict()
+    held = heldout_batch(task, np.random.default_rng(HELDOUT_SEED))
+    k = min(32, held.size)
+    tr = trace(
+        result.params, held.x[:, :k], held.targets[:, :k], loss=task.loss, activation=activation, mask=held.mask[:, :k]
+    )
+    evidence = {
+        "gain_per_step": tr.fit.gain,
+        "fit_r2": tr.fit.r2,
+        "start_fraction": tr.start_fraction,
+        "sigma_max": tr.sigma_max,
+        "spikes": sum(e["kind"] == "spike" for e in result.events),
+        "vanishing_stretches": sum(e["kind"] == "vanishing" for e in result.events),
+    }
+    return judge_gain(tr.fit.gain, basis="trace", evidence=evidence).as_dict()
