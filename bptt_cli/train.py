@@ -159,7 +159,7 @@ def fit(
     eval_every: int | None = None,
     heldout: Batch | None = None,
     watch: bool = True,
-    power_iters: int = 3,
+    power_iters: int = 10,
     watch_sequences: int = 4,
     spike_factor: float = 10.0,
     spike_window: int = 50,
@@ -190,7 +190,7 @@ def fit(
     heldout : the held-out Batch; default 256 sequences from a generator seeded HELDOUT_SEED
         (for text: windows of the file's held-out tail)
     watch : compute rho, start fraction and per-step adjoint norms at log steps
-    power_iters : matrix-vector products per log step for rho (warm-started)
+    power_iters : iteration budget per log step for rho (warm-started; 10 costs ~1 ms at H = 64)
     watch_sequences : sequences of the batch traced for the start fraction
     spike_factor, spike_window : a spike is a norm above spike_factor x the median of the
         last spike_window norms

@@ -22,7 +22,7 @@ from bptt_cli.tasks import Batch
 class Watcher:
     """Settings of the per-log-step measurements."""
 
-    power_iters: int = 3
+    power_iters: int = 10
     sequences: int = 4
     activation: str = "tanh"
     loss: str = "xent"
@@ -96,13 +96,13 @@ def watch_row(
         "clip_count": int(clip_count),
         "rho": None,
         "start_fraction": None,
-        "log_adjoint_norms": None,
+        "log_dh": None,
         "seconds": seconds,
     }
     if watcher is not None:
         row["rho"], power_vector = watcher.rho(params.W_h, power_vector)
         row["start_fraction"] = watcher.start_fraction(params, batch, h0)
-        row["log_adjoint_norms"] = adjoint_log_norms(g.adjoints).tolist()
+        row["log_dh"] = adjoint_log_norms(g.adjoints).tolist()
     return row, power_vector
 
 
