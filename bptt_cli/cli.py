@@ -195,3 +195,5 @@ def main() -> None:
 import bptt_cli.commands.gradcheck  # noqa: E402, F401
 import bptt_cli.commands.paths  # noqa: E402, F401
 import bptt_cli.commands.trace  # noqa: E402, F401
+import bptt_cli.commands.compare_truncation  # noqa: E402, F401
+import bptt_cli.commands.spectrum  # noqa: E402, F401
