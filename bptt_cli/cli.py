@@ -197,3 +197,4 @@ import bptt_cli.commands.paths  # noqa: E402, F401
 import bptt_cli.commands.trace  # noqa: E402, F401
 import bptt_cli.commands.compare_truncation  # noqa: E402, F401
 import bptt_cli.commands.spectrum  # noqa: E402, F401
+import bptt_cli.commands.train  # noqa: E402, F401
