@@ -349,13 +349,14 @@ def metric_value(task: Task, y: np.ndarray, batch: Batch) -> float:
     scored = batch.mask > 0  # (T, B)
     if task.metric == "accuracy":
         return float(np.mean(np.argmax(y, axis=-1)[scored] == batch.targets[scored]))
-    if task.metric == "mse":
-        err = np.mean((y - batch.targets) ** 2, axis=-1)  # (T, B)
-        return float(np.mean(err[scored]))
-    z = y - y.max(axis=-1, keepdims=True)  # stable log-softmax
-    logp = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))  # (T, B, V)
-    nll = -np.take_along_axis(logp, batch.targets[..., None], axis=-1)[..., 0]  # (T, B)
-    return float(np.exp(np.mean(nll[scored])))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged model's outputs: inf, not a warning
+        if task.metric == "mse":
+            err = np.mean((y - batch.targets) ** 2, axis=-1)  # (T, B)
+            return float(np.mean(err[scored]))
+        z = y - y.max(axis=-1, keepdims=True)  # stable log-softmax
+        logp = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))  # (T, B, V)
+        nll = -np.take_along_axis(logp, batch.targets[..., None], axis=-1)[..., 0]  # (T, B)
+        return float(np.exp(np.mean(nll[scored])))
 
 
 def evaluate(task: Task, params: Params, batch: Batch, *, activation: str = "tanh") -> float:

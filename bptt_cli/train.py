@@ -23,10 +23,20 @@ import numpy as np
 
 from bptt_cli import optim
 from bptt_cli.bptt import NonFiniteError, gradients
-from bptt_cli.model import ACTIVATIONS, PARAM_NAMES, Params, check_choice, check_params, check_positive_int
+from bptt_cli.model import (
+    ACTIVATIONS,
+    PARAM_NAMES,
+    Params,
+    check_choice,
+    check_params,
+    check_positive_int,
+    spectral_radius,
+)
 from bptt_cli.tasks import Batch, Task, check_batch_size, evaluate, heldout_batch, sample_batch
+from bptt_cli.trace import TraceResult
 from bptt_cli.truncation import Strategy, propagate_weights
-from bptt_cli.watch import Watcher, detect_events, watch_row
+from bptt_cli.verdict import Verdict
+from bptt_cli.watch import Watcher, detect_events, final_trace, judge_training, watch_row
 
 HELDOUT_SEED = 20130211  # the held-out data come from their own generator, never the training one
 
@@ -116,7 +126,10 @@ class FitResult:
     events : spikes, vanishing stretches and divergence, in order
     diverged_at : the step whose loss or gradient was not finite, or None
     stopped : True when `should_stop` ended the run early
-    final_metric : the task metric of `params` on the held-out batch (None if diverged at step 1... never)
+    final_metric : the task metric of `params` on the held-out batch
+    final_rho : rho(W_h) of `params` (LAPACK eigenvalues, the reference)
+    final_trace : trace.TraceResult of `params` on held-out sequences, None if it overflowed
+    verdict : watch.judge_training's Verdict on the run
     seconds : wall time of this call
     """
 
@@ -127,6 +140,9 @@ class FitResult:
     diverged_at: int | None
     stopped: bool
     final_metric: float | None
+    final_rho: float
+    final_trace: TraceResult | None
+    verdict: Verdict
     seconds: float
 
     @property
@@ -330,6 +346,21 @@ def fit(
             events=state.events + tuple(events),
         )
     final_metric = evaluate(task, params, heldout, activation=activation)
+    try:
+        tr = final_trace(params, heldout, loss=task.loss, activation=activation)
+    except ValueError:  # the forward pass overflows: no trajectory to trace
+        tr = None
+    rho = spectral_radius(params.W_h)
+    verdict = judge_training(
+        diverged_at=diverged_at,
+        trace_result=tr,
+        rho=rho,
+        events=list(state.events),
+        clip_count=state.clip_count,
+        steps_done=state.step,
+        final_metric=final_metric,
+        metric=task.metric,
+    )
     return FitResult(
         params=params,
         state=state,
@@ -338,6 +369,9 @@ def fit(
         diverged_at=diverged_at,
         stopped=stopped,
         final_metric=final_metric,
+        final_rho=rho,
+        final_trace=tr,
+        verdict=verdict,
         seconds=time.perf_counter() - start,
     )
 
@@ -358,6 +392,8 @@ def describe(result: FitResult) -> dict[str, Any]:
         "diverged_at": result.diverged_at,
         "stopped": result.stopped,
         "final_metric": result.final_metric,
+        "final_rho": result.final_rho,
+        "verdict": result.verdict.label,
         "final_loss": last.get("loss"),
         "clip_count": result.state.clip_count,
         "spikes": sum(e["kind"] == "spike" for e in result.events),

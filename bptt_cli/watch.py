@@ -16,6 +16,8 @@ import numpy as np
 from bptt_cli.bptt import GradResult
 from bptt_cli.model import Params, forward_states
 from bptt_cli.tasks import Batch
+from bptt_cli.trace import TraceResult, trace
+from bptt_cli.verdict import Verdict, judge_gain
 
 
 @dataclass(frozen=True)
@@ -37,20 +39,14 @@ class Watcher:
 
     def rho(self, W_h: np.ndarray, v0: np.ndarray | None) -> tuple[float | None, np.ndarray | None]:
         """|lambda_1(W_h)| by power iteration warm-started from v0; and the vector for the next call."""
-        try:
-            from bptt_cli.spectrum import power_iteration
-        except ImportError:  # spectrum.py (engineer A) not landed yet
-            return None, v0
+        from bptt_cli.spectrum import power_iteration
+
         W = W_h.astype(np.float64, copy=False)
         res = power_iteration(W, max_iter=self.power_iters, v0=v0, rng=np.random.default_rng(0))
         return float(res.abs_eigenvalue), np.asarray(res.vector)
 
     def start_fraction(self, params: Params, batch: Batch, h0: np.ndarray | None) -> float | None:
         """Share of the last loss's gradient signal that reaches the first step (trace.py's definition)."""
-        try:
-            from bptt_cli.trace import trace
-        except ImportError:  # trace.py (engineer B) not landed yet
-            return None
         k = min(self.sequences, batch.size)
         res = trace(
             params,
@@ -156,3 +152,80 @@ def detect_events(
     else:
         vanish_run = 0
     return events, norms, reference, vanish_run
+
+
+def final_trace(params: Params, heldout: Batch, *, loss: str, activation: str, sequences: int = 32) -> TraceResult:
+    """trace.trace of the model on the first `sequences` held-out sequences (zero initial state)."""
+    k = min(sequences, heldout.size)
+    return trace(
+        params,
+        heldout.x[:, :k],
+        heldout.targets[:, :k],
+        loss=loss,
+        activation=activation,
+        mask=heldout.mask[:, :k],
+        jacobian="bound",
+    )
+
+
+def judge_training(
+    *,
+    diverged_at: int | None,
+    trace_result: TraceResult | None,
+    rho: float | None,
+    events: list[dict],
+    clip_count: int,
+    steps_done: int,
+    final_metric: float | None,
+    metric: str,
+) -> Verdict:
+    """The verdict on a finished run.
+
+    diverged (a non-finite loss or gradient stopped it) wins; otherwise the label is the trace's
+    fitted per-step gain of the last loss's signal in the final model (verdict.judge_gain,
+    basis "trace"), and rho(W_h), the spikes, vanishing stretches and clipping are its evidence
+    and are named in the message. rho alone never decides (DESIGN.md section 1).
+    """
+    spikes = [e["step"] for e in events if e.get("kind") == "spike"]
+    stretches = [(e["since"], e["step"]) for e in events if e.get("kind") == "vanishing"]
+    evidence: dict[str, Any] = {
+        "steps_done": steps_done,
+        "rho": rho,
+        "spikes": len(spikes),
+        "first_spikes": spikes[:5],
+        "vanishing_stretches": [list(s) for s in stretches],
+        "clip_count": clip_count,
+        "clip_share": clip_count / steps_done if steps_done else None,
+        metric: final_metric,
+    }
+    if diverged_at is not None:
+        return Verdict(
+            "diverged",
+            "training",
+            {**evidence, "diverged_at": diverged_at},
+            f"diverged at step {diverged_at}: the loss or gradient became non-finite; the parameters of "
+            f"step {diverged_at - 1} were kept",
+        )
+    if trace_result is None:
+        return Verdict(
+            "undetermined", "training", evidence, "no trace of the final model (the forward pass overflowed)"
+        )
+    fit = trace_result.fit
+    evidence.update(
+        slope=fit.slope,
+        r2=fit.r2,
+        start_fraction=trace_result.start_fraction,
+        suggested_window=trace_result.suggested_window,
+    )
+    v = judge_gain(fit.gain, basis="trace", evidence=evidence)
+    notes = []
+    if rho is not None:
+        notes.append(f"rho(W_h) = {rho:.3g}")
+    if spikes:
+        notes.append(f"{len(spikes)} gradient spike(s), first at step {spikes[0]}")
+    if stretches:
+        notes.append(f"{len(stretches)} stretch(es) of vanishing gradient norms")
+    if clip_count:
+        notes.append(f"clipped on {clip_count} of {steps_done} steps")
+    msg = "final model on held-out data: " + v.message + ("; " + ", ".join(notes) if notes else "")
+    return Verdict(v.label, v.basis, v.evidence, msg)
