@@ -164,16 +164,8 @@ def trace(
         usage_error("--input-scale", f"must be finite; got {input_scale}")
     o = Output(json, quiet)
     rng = np.random.default_rng(seed)
-    act_default = loss_default = None
-    if model is not None:  # the checkpoint's own activation and loss, unless the options say otherwise
-        from bptt_cli.checkpoint import load_checkpoint
-
-        cfg = load_checkpoint(model).config
-        task_cfg = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
-        act_default = cfg.get("activation")
-        loss_default = cfg.get("loss", task_cfg.get("loss"))
-    act = activation.value if activation is not None else (act_default if act_default else "tanh")
-    lf = loss_fn.value if loss_fn is not None else (loss_default if loss_default else "xent")
+    # a checkpoint brings its own activation and loss (unless the options say otherwise)
+    lf = loss_fn.value if loss_fn is not None else "xent"
     src = resolve_params(
         rng,
         model=model,
@@ -185,6 +177,11 @@ def trace(
         input_size=input_size,
         output_size=0 if lf == "half-square" else output,
     )
+    saved = src.config if isinstance(src.config, dict) else {}
+    task_cfg = saved.get("task") if isinstance(saved.get("task"), dict) else {}
+    act = activation.value if activation is not None else str(saved.get("activation") or "tanh")
+    if loss_fn is None:
+        lf = str(saved.get("loss") or task_cfg.get("loss") or "xent")
     params = src.params
     D, H, V = params.input_size, params.hidden_size, params.output_size
     T, B = seq_len, batch

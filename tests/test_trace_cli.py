@@ -1,0 +1,167 @@
+"""`bptt trace` through the CLI: the JSON document, the verdict, the plot, and bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bptt_cli.checkpoint import save_checkpoint
+from bptt_cli.cli import app
+from bptt_cli.model import init_params
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, ["trace", *args])
+
+
+def run_json(*args: str) -> dict:
+    res = run(*args, "--json")
+    assert res.exit_code == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def all_numbers(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from all_numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from all_numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+def test_json_document(tmp_path):
+    doc = run_json("-T", "60", "-B", "3", "-H", "8", "--seed", "2", "--out", str(tmp_path))
+    assert doc["command"] == "trace" and doc["config"]["seed"] == 2 and doc["config"]["seq_len"] == 60
+    r = doc["results"]
+    steps = r["per_step"]
+    assert steps["t"] == list(range(1, 61))
+    for sig in ("last", "total"):
+        for stat in ("ln_mean", "ln_min", "ln_max"):
+            assert len(steps[sig][stat]) == 60
+    assert len(steps["jacobian_norm"]) == 60 and len(steps["saturation"]) == 60
+    assert r["fit"]["points"] >= 2 and 0 <= r["fit"]["r2"] <= 1
+    assert doc["verdict"]["basis"] == "trace_last_loss"
+    assert doc["verdict"]["label"] in ("exploding", "vanishing", "stable")
+    assert doc["verdict"]["evidence"]["fit"]["gain"] == pytest.approx(r["fit"]["gain"])
+    preds = r["predictions"]
+    assert preds["rho"] > 0 and preds["sigma_max"] >= preds["rho"] * (1 - 1e-12)
+    assert preds["lyapunov_gain"] > 0
+    (plot,) = r["plots"]
+    assert plot.endswith("trace.png") and (tmp_path / "trace.png").stat().st_size > 1000
+    # the same seed gives the same numbers
+    again = run_json("-T", "60", "-B", "3", "-H", "8", "--seed", "2", "--out", str(tmp_path))
+    assert again["results"]["per_step"] == steps
+
+
+def test_human_output_and_loss_all(tmp_path):
+    res = run("-T", "40", "-B", "2", "-H", "6", "--loss", "all", "--no-lyapunov", "--no-plot")
+    assert res.exit_code == 0, res.stderr
+    assert "theory beside measurement" in res.stdout and "verdict:" in res.stdout
+    doc = run_json("-T", "40", "-B", "2", "-H", "6", "--loss", "all", "--no-lyapunov", "--no-plot")
+    assert doc["verdict"]["basis"] == "trace_all_losses"
+    assert doc["verdict"]["evidence"]["fit"] == doc["results"]["fit_total"]
+    assert doc["results"]["predictions"]["lyapunov_gain"] is None and "plots" not in doc["results"]
+
+
+def test_exploding_linear_10000_steps_all_finite():
+    """x = 0 keeps the hidden state at 0, so dl_T/dh_t = (W_h^T)^(T-t) dl_T/dh_T grows as 1.5^k."""
+    doc = run_json(
+        "--activation", "identity", "--init", "orthogonal", "--spectral-radius", "1.5", "-H", "8",
+        "-T", "10000", "-B", "1", "--input-scale", "0", "--no-plot", "--no-lyapunov",
+    )  # fmt: skip
+    assert doc["nonfinite_as_null"] == 0
+    assert all(math.isfinite(v) for v in all_numbers(doc["results"]))
+    assert abs(doc["results"]["fit"]["gain"] - 1.5) < 1e-8
+    assert doc["results"]["ln_start_fraction"] == pytest.approx(9999 * math.log(1.5), rel=1e-12)
+    assert doc["verdict"]["label"] == "exploding"
+    assert doc["results"]["predictions"]["matrix_verdict"]["label"] == "exploding"  # linear: rho decides
+
+
+def test_saturated_tanh_rho_3_vanishes():
+    doc = run_json("--spectral-radius", "3", "--input-scale", "10", "-T", "200", "-B", "4", "-H", "16", "--no-plot")
+    assert doc["results"]["fit"]["gain"] < 1
+    assert doc["verdict"]["label"] == "vanishing"
+    matrix = doc["results"]["predictions"]["matrix_verdict"]
+    assert matrix["label"] == "undetermined" and matrix["evidence"]["bounds"]["explosion_possible"]
+    assert doc["results"]["predictions"]["rho"] == pytest.approx(3.0, rel=1e-10)
+
+
+def test_model_and_weights_sources(tmp_path):
+    rng = np.random.default_rng(0)
+    p = init_params(rng, input_size=2, hidden_size=5, output_size=3)
+    ckpt = save_checkpoint(tmp_path / "model.npz", p, {"activation": "relu", "loss": "mse"})
+    doc = run_json("--model", str(ckpt), "-T", "30", "-B", "2", "--no-plot")
+    cfg = doc["config"]
+    assert (cfg["activation"], cfg["loss_fn"], cfg["hidden"], cfg["input"], cfg["output"]) == ("relu", "mse", 5, 2, 3)
+    assert doc["results"]["predictions"]["rho"] == pytest.approx(np.max(np.abs(np.linalg.eigvals(p.W_h))), rel=1e-12)
+    np.save(tmp_path / "w.npy", p.W_h)
+    doc = run_json("--weights", str(tmp_path / "w.npy"), "-T", "30", "--no-plot")
+    assert doc["config"]["hidden"] == 5
+    assert doc["results"]["predictions"]["sigma_max"] == pytest.approx(np.linalg.norm(p.W_h, 2), rel=1e-12)
+
+
+def test_inputs_file(tmp_path):
+    x = np.random.default_rng(1).normal(size=(50, 3, 4))
+    np.save(tmp_path / "x.npy", x)
+    doc = run_json("--inputs", str(tmp_path / "x.npy"), "-T", "50", "-B", "3", "--no-plot")
+    assert len(doc["results"]["per_step"]["t"]) == 50
+
+
+def one_line_error(res, *needles: str, code: int = 1):
+    assert res.exit_code == code
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bptt: error: ")
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["-T", "0"], "--seq-len"),
+        (["-B", "0"], "--batch"),
+        (["--eps", "0"], "--eps"),
+        (["--eps", "1"], "--eps"),
+        (["--eps", "1.5"], "--eps"),
+        (["--loss", "first"], "--loss"),
+    ],
+)
+def test_usage_errors_name_the_option(args, option):
+    res = run(*args, "--no-plot")
+    assert res.exit_code == 2 and option in res.stderr and res.stdout == ""
+
+
+def test_bad_files(tmp_path):
+    one_line_error(run("--model", str(tmp_path / "nope.npz"), "--no-plot"), "nope.npz")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    one_line_error(run("--weights", str(tmp_path / "obj.npy"), "--no-plot"), "obj.npy", "pickle")
+    np.savez(tmp_path / "two.npz", a=np.eye(3), b=np.eye(3))
+    one_line_error(run("--weights", str(tmp_path / "two.npz"), "--key", "W", "--no-plot"), "two.npz", "'W'")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    one_line_error(run("--model", str(tmp_path / "junk.npz"), "--no-plot"), "junk.npz")
+    np.save(tmp_path / "rect.npy", np.ones((3, 4)))
+    one_line_error(run("--weights", str(tmp_path / "rect.npy"), "--no-plot"), "square")
+    one_line_error(
+        run("--model", str(tmp_path / "junk.npz"), "--weights", str(tmp_path / "rect.npy"), "--no-plot"), "--model"
+    )
+
+
+def test_inputs_shorter_than_seq_len(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((20, 2, 4)))
+    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-T", "21", "--no-plot"), "--seq-len 21", "20 steps")
+    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-B", "3", "-T", "5", "--no-plot"), "--batch 3")
+    np.save(tmp_path / "d.npy", np.zeros((20, 2, 5)))
+    one_line_error(run("--inputs", str(tmp_path / "d.npy"), "-T", "5", "-B", "2", "--no-plot"), "D = 5")
+
+
+def test_forward_overflow_is_one_line():
+    res = run("--activation", "identity", "--spectral-radius", "3", "-T", "1000", "--input-scale", "5", "--no-plot")
+    one_line_error(res, "overflowed")
