@@ -310,7 +310,7 @@ def fit(
             metric = (
                 evaluate(task, params, heldout, activation=activation) if (n % eval_every == 0 or n == total) else None
             )
-            row, power_vector = watch_row(
+            row, vector = watch_row(
                 watcher if watch else None,
                 n,
                 g,
@@ -324,6 +324,10 @@ def fit(
                 clip_count=state.clip_count + (clipped or vclipped),
                 seconds=time.perf_counter() - start,
             )
+            if n % log_every == 0:
+                # only regular log steps feed the warm start: a run stopped at an odd step and
+                # resumed must see the same rho values as one that never stopped
+                power_vector = vector
             history.append(row)
             if callback is not None:
                 callback(row)
