@@ -323,7 +323,7 @@ def power_iteration(
     method: str = "krylov",
     block: int = 2,
     krylov_dim: int = 30,
-    nev: int = 3,
+    nev: int | None = None,
 ) -> PowerResult:
     """The dominant eigenvalue of a real square matrix, with an honest convergence flag.
 
@@ -339,7 +339,8 @@ def power_iteration(
     block : subspace dimension p for "subspace" (2 holds a conjugate pair)
     krylov_dim : largest Krylov basis m for "krylov" before a restart
     nev : "krylov" converges the nev largest Ritz values, not only the first (a guard against
-        locking in a near-dominant eigenvalue); 1 is fastest and least safe
+        locking in one of many near-dominant eigenvalues); default 3 from a random start, 1 with
+        a warm start v0 (which already points at lambda_1)
 
     Returns
     -------
@@ -353,7 +354,7 @@ def power_iteration(
         raise ValueError(f"`tol` must be a positive number; got {tol!r}")
     block = check_positive_int("block", block)
     krylov_dim = check_positive_int("krylov_dim", krylov_dim)
-    nev = check_positive_int("nev", nev)
+    nev = (3 if v0 is None else 1) if nev is None else check_positive_int("nev", nev)
     if krylov_dim < 3:
         raise ValueError(f"`krylov_dim` must be at least 3; got {krylov_dim}")
     if nev > krylov_dim // 2:

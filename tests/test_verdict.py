@@ -1,0 +1,113 @@
+"""verdict.py: the rules of DESIGN.md section 1, and the verdicts issue 3 asks for."""
+
+import math
+
+import numpy as np
+import pytest
+
+from bptt_cli.model import Params, init_params
+from bptt_cli.spectrum import lyapunov_exponents, singular_values
+from bptt_cli.verdict import LABELS, Verdict, judge_gain, judge_matrix, pascanu_bounds
+
+
+@pytest.mark.parametrize(
+    ("gain", "label"),
+    [
+        (1.5, "exploding"),
+        (1.0205, "exploding"),
+        (1.0195, "stable"),
+        (1.0, "stable"),
+        (0.9805, "stable"),
+        (0.9795, "vanishing"),
+        (0.0, "vanishing"),
+        (float("inf"), "diverged"),
+        (float("nan"), "diverged"),
+    ],
+)
+def test_judge_gain_thresholds(gain, label):
+    v = judge_gain(gain, basis="fit", tol=0.02)
+    assert v.label == label
+    assert v.basis == "fit"
+    assert v.evidence["tol"] == 0.02
+    assert v.message
+
+
+@pytest.mark.parametrize(("rho", "label"), [(1.2, "exploding"), (0.8, "vanishing"), (1.0, "stable")])
+def test_linear_network_is_judged_by_rho(rho, label):
+    v = judge_matrix(rho, rho * 1.7, "identity", linear=True)
+    assert v.label == label
+    assert v.basis == "spectral_radius"
+    assert v.evidence["rho"] == rho
+
+
+@pytest.mark.parametrize(("rho", "label"), [(1.2, "exploding"), (0.8, "vanishing"), (1.0, "stable")])
+def test_linear_network_lyapunov_agrees_with_rho(rho, label):
+    """The measured gain along a trajectory of a linear network is rho itself, so the verdicts agree."""
+    rng = np.random.default_rng(0)
+    H = 10
+    Q, _ = np.linalg.qr(rng.standard_normal((H, H)))
+    W = Q @ np.diag(np.r_[rho, rng.uniform(-0.5, 0.5, H - 1)]) @ Q.T
+    p = init_params(rng, input_size=2, hidden_size=H, output_size=1)
+    p = Params(W_x=p.W_x, W_h=W, b=p.b, W_y=p.W_y, c=p.c)
+    lyap = lyapunov_exponents(p, rng.normal(size=(200, 1, 2)), activation="identity", warmup=50)
+    v = judge_matrix(rho, float(singular_values(W)[0]), "identity", linear=True, lyapunov_gain=float(lyap.gains[0]))
+    assert v.basis == "lyapunov"
+    assert v.label == label
+
+
+def test_saturated_tanh_rho_3_is_not_exploding_and_shows_the_measured_gain():
+    rng = np.random.default_rng(1)
+    p = init_params(rng, input_size=4, hidden_size=32, output_size=1, spectral_radius=3.0)
+    lyap = lyapunov_exponents(p, rng.normal(0, 20.0, size=(200, 4, 4)), activation="tanh", warmup=20)
+    sigma = float(singular_values(p.W_h)[0])
+    v = judge_matrix(3.0, sigma, "tanh", linear=False, lyapunov_gain=float(lyap.gains[0]))
+    assert v.label != "exploding"
+    assert v.label == "vanishing"
+    assert v.basis == "lyapunov"
+    assert v.evidence["lyapunov_gain"] == pytest.approx(float(lyap.gains[0]))
+    assert v.evidence["bounds"]["explosion_possible"] is True
+
+
+def test_nonlinear_never_exploding_from_rho_alone():
+    for rho in (1.5, 3.0, 10.0):
+        v = judge_matrix(rho, rho * 2, "tanh", linear=False)
+        assert v.label == "undetermined"
+        assert v.basis == "matrix_bounds"
+        assert "not determined by the matrix alone" in v.message
+        assert v.evidence["bounds"]["rho_statement"].endswith("explosion is possible, not certain")
+
+
+def test_sigma_max_below_one_guarantees_vanishing():
+    v = judge_matrix(0.5, 0.9, "tanh", linear=False)
+    assert (v.label, v.basis) == ("vanishing", "sigma_max")
+    assert "vanishing is guaranteed" in v.message
+    # sigma_max just below 1 (within tol) guarantees no growth but not decay at a visible rate
+    assert judge_matrix(0.5, 0.99, "relu", linear=False).label == "undetermined"
+
+
+def test_pascanu_bounds_statements():
+    b = pascanu_bounds(0.95, 1.3, "tanh")
+    assert b["gamma"] == 1.0
+    assert not b["vanishing_guaranteed"] and not b["explosion_possible"]
+    assert b["rho_statement"].endswith("explosion is impossible")
+    assert pascanu_bounds(1.2, 0.9, "relu")["vanishing_guaranteed"]
+
+
+def test_non_finite_matrix_is_diverged_and_bad_values_raise():
+    assert judge_matrix(math.inf, math.inf, "tanh", linear=False).label == "diverged"
+    with pytest.raises(ValueError, match="rho"):
+        judge_matrix(-1.0, 1.0, "tanh", linear=False)
+    with pytest.raises(ValueError, match="tol"):
+        judge_gain(1.0, basis="x", tol=1.5)
+    with pytest.raises(ValueError, match="activation"):
+        judge_matrix(1.0, 1.0, "sigmoid", linear=False)
+    with pytest.raises(ValueError, match="label"):
+        Verdict("fine", "x")
+
+
+def test_as_dict_is_plain_and_labels_are_closed():
+    v = judge_gain(1.3, basis="lyapunov", evidence={"steps": 10})
+    d = v.as_dict()
+    assert set(d) == {"label", "basis", "evidence", "message"}
+    assert d["evidence"]["steps"] == 10 and d["evidence"]["gain"] == 1.3
+    assert set(LABELS) == {"exploding", "vanishing", "stable", "diverged", "undetermined"}
