@@ -6,6 +6,7 @@ The finite-difference oracle here is written in the test (every coordinate of ev
 parameter and of h_0), independent of bptt_cli.gradcheck.
 """
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -312,11 +313,24 @@ def test_overflow_raises_nonfinite_error(act, method):
     p = init_params(rng, input_size=2, hidden_size=3, output_size=2, init="identity", spectral_radius=50.0)
     x = np.abs(rng.normal(size=(300, 2, 2))) + 1.0  # positive: relu stays active and 50^300 overflows
     targets = rng.normal(size=(300, 2, 2))
-    with pytest.raises(NonFiniteError, match="not finite"):
-        gradients(p, x, targets, loss="mse", activation=act, method=method)
-    with pytest.raises(NonFiniteError, match="not finite"):
-        loss_value(p, x, targets, loss="mse", activation=act)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the overflow is reported once, as the error, not as RuntimeWarnings
+        with pytest.raises(NonFiniteError, match="not finite"):
+            gradients(p, x, targets, loss="mse", activation=act, method=method)
+        with pytest.raises(NonFiniteError, match="not finite"):
+            loss_value(p, x, targets, loss="mse", activation=act)
     assert issubclass(NonFiniteError, ValueError)
+
+
+def test_library_never_prints(capsys):
+    rng = np.random.default_rng(20)
+    prob = problem(rng, loss="xent", masked=True)
+    for method in ("efficient", "naive"):
+        call(gradients, prob, loss="xent", method=method)
+    call(loss_value, prob, loss="xent")
+    run_example(*linear_example(rng))
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
 
 
 def test_dh0_overflow_alone_is_caught():
