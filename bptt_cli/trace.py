@@ -7,9 +7,9 @@ For t = T..1 two signals travel back (DESIGN.md section 1), per sequence:
 
 with J_t = diag(f'(a_t)) W_h. An exploding network overflows float64 within a few hundred
 steps, so both are kept in log space: each is stored as exp(s) * v with a per-sequence log
-scale s, and v is renormalised (s absorbs log ||v||) every few steps, often enough that v can
-neither overflow nor underflow in between. The total signal adds dl_{t-1} * exp(-s) to v, which
-is exact as long as exp(-s) is representable (see `_renormalise` for the one edge case).
+scale s; every few steps (close enough that v cannot overflow in between) a row of v whose
+norm has left [1e-60, 1e60] is rescaled to norm 1 and s absorbs the log of the factor. The
+total signal adds dl_{t-1} * exp(-s) to v (see `_rescale` for the one edge case).
 
 The measured per-step gain is exp(slope) of the least-squares line through
 log ||dl_T/dh_{T-k}|| against k; the memory horizon is the k at which that signal falls below
@@ -40,9 +40,11 @@ from bptt_cli.model import (
 JACOBIAN_MODES = ("auto", "bound", "exact")
 # 'auto' computes exact spectral norms of J_t while T * B * H^3 stays below this (about 0.1 s)
 EXACT_BUDGET = 2e7
-_CHECK_EVERY = 8  # renormalise at most this many steps apart
-_GROWTH_DECADES = 90  # largest growth (in powers of 10) allowed between two renormalisations
-_C_MAX_LOG = 150 * math.log(10)  # exp(-s) is capped at 1e150 (see _renormalise)
+_CHECK_EVERY = 8  # check the norms at most this many steps apart
+_GROWTH_DECADES = 60  # largest growth (in powers of 10) allowed between two checks
+_LO, _HI = 1e-60, 1e60  # rows are rescaled when their norm leaves this range
+_LO2, _HI2 = _LO**2, _HI**2
+_C_MAX_LOG = 150 * math.log(10)  # exp(-s) is capped at 1e150 (see _rescale)
 _TINY_SQ = 1e-290  # squared norms below this are recomputed with scaling (underflow)
 
 
@@ -219,67 +221,78 @@ def _row_norms(v: np.ndarray) -> np.ndarray:
     return m * np.sqrt(np.einsum("...h,...h->...", v / safe[..., None], v / safe[..., None]))
 
 
-def _renormalise(v: np.ndarray, s: np.ndarray, c: np.ndarray, loss_ahead: np.ndarray) -> None:
-    """Rescale v (2, B, H) to unit rows, moving log ||v|| into s (2, B); set c (B, 1) = exp(-s_total).
+def _rescale(v: np.ndarray, s: np.ndarray, c: np.ndarray, loss_ahead: np.ndarray) -> None:
+    """Bring the rows of v (2, B, H) whose norm left [1e-60, 1e60] back to norm 1, moving log ||v||
+    into their log scale s (2, B); then set c (B, 1) = exp(-s_total).
 
     Edge case: a total signal below 1e-150 with a loss still to come (earlier in time) would
     need exp(-s) > 1e150. Its scale is then pinned at 1e-150 and the excess stays in v (v's
     norm drops below 1), which keeps the representation exact; only signals below ~1e-450 in
-    such a stretch may underflow to 0. Where no loss is ahead, c is never used with a
-    non-zero dl, and is set to 0.
+    such a stretch may underflow to 0. Where no loss is ahead, c only ever meets dl = 0.
     """
     n = _row_norms(v)  # (2, B)
-    nz = n > 0
-    v[nz] /= n[nz][:, None]
-    s[nz] += np.log(n[nz])
+    out = (n > 0) & ((n < _LO) | (n > _HI))
+    v[out] /= n[out][:, None]
+    s[out] += np.log(n[out])
     st = s[0]
     low = (st < -_C_MAX_LOG) & loss_ahead
     if low.any():
         v[0, low] *= np.exp(st[low] + _C_MAX_LOG)[:, None]
         st[low] = -_C_MAX_LOG
-    with np.errstate(over="ignore"):
-        c[:, 0] = np.where(loss_ahead, np.exp(-st), 0.0)
+    c[:, 0] = np.exp(-np.maximum(st, -_C_MAX_LOG))
 
 
 def _propagate(fp: np.ndarray, dl: np.ndarray, W_h: np.ndarray, growth: float) -> np.ndarray:
     """Both recursions at once; returns the log norms (T, 2, B): [:, 0] total, [:, 1] last.
 
     fp (T, B, H) f'(a_t); dl (T, B, H) dl_t/dh_t; growth: an upper bound of ||J_t|| per step.
+    Every few steps (at most 1e60 of growth apart) the rows' norms are checked; rows outside
+    [1e-60, 1e60] are rescaled. In the common case the total signal is never rescaled, so its
+    scale stays 1 and dl_{t-1} is added as it is.
     """
     T, B, H = fp.shape
     buf = np.empty((T, 2, B, H))  # (T, 2, B, H) v_t of both signals, at their segment's scale
     buf2 = buf.reshape(T, 2 * B, H)  # the same memory as (T, 2B, H) rows for the product
+    total = buf[:, 0]  # (T, B, H) view: the total signal's rows
     G = np.empty((2, B, H))  # (2, B, H) f'(a_t) * v_t
     G2 = G.reshape(2 * B, H)
     tmp = np.empty((B, H))
+    n2 = np.empty(2 * B)  # squared row norms at a check
     s = np.zeros((2, B))  # log scale of the current segment
-    c = np.zeros((B, 1))  # exp(-s_total): dl enters v at the segment's scale
-    has_dl = dl.reshape(T, -1).any(axis=1)  # (T,) steps that have a loss at all
+    c = np.ones((B, 1))  # exp(-s_total): dl enters v at the segment's scale
+    has_dl = dl.reshape(T, -1).any(axis=1).tolist()  # (T,) steps that have a loss at all
     # loss_ahead[t, b]: some step < t of sequence b has a loss (the total will still receive one)
-    dl_nz = dl.any(axis=2)  # (T, B)
     loss_ahead = np.zeros((T, B), dtype=bool)
-    loss_ahead[1:] = np.logical_or.accumulate(dl_nz, axis=0)[:-1]
-    every = int(max(1, min(_CHECK_EVERY, _GROWTH_DECADES // max(math.log10(max(growth, 1.0)), 1e-12))))
+    loss_ahead[1:] = np.logical_or.accumulate(dl.any(axis=2), axis=0)[:-1]
+    decades = math.log10(growth) if growth > 1 else 0.0
+    every = _CHECK_EVERY if decades * _CHECK_EVERY <= _GROWTH_DECADES else max(1, int(_GROWTH_DECADES / decades))
     buf[T - 1, 0] = dl[T - 1]
     buf[T - 1, 1] = dl[T - 1]
-    _renormalise(buf[T - 1], s, c, loss_ahead[T - 1])
+    _rescale(buf[T - 1], s, c, loss_ahead[T - 1])
+    unit_c = bool(np.all(c == 1.0))
     segments = [(T - 1, s.copy())]  # (first index stored at this scale, counting down; the scale)
     countdown = every
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for i in range(T - 1, 0, -1):
             np.multiply(buf[i], fp[i], out=G)  # back through f: f'(a_t) * v_t, both signals
             np.matmul(G2, W_h, out=buf2[i - 1])  # back through W_h: one (2B, H) x (H, H) product
-            if has_dl[i - 1]:
-                np.multiply(dl[i - 1], c, out=tmp)  # dl_{t-1} * exp(-s), total signal only
-                buf[i - 1, 0] += tmp
+            if has_dl[i - 1]:  # the total signal receives dl_{t-1}, at its scale exp(-s)
+                if unit_c:
+                    np.add(total[i - 1], dl[i - 1], out=total[i - 1])
+                else:
+                    np.multiply(dl[i - 1], c, out=tmp)
+                    np.add(total[i - 1], tmp, out=total[i - 1])
             countdown -= 1
             if countdown == 0:
-                _renormalise(buf[i - 1], s, c, loss_ahead[i - 1])
-                segments.append((i - 1, s.copy()))
                 countdown = every
+                np.einsum("ij,ij->i", buf2[i - 1], buf2[i - 1], out=n2)
+                if n2.max() > _HI2 or np.min(n2, where=n2 > 0, initial=np.inf) < _LO2:
+                    _rescale(buf[i - 1], s, c, loss_ahead[i - 1])
+                    unit_c = bool(np.all(c == 1.0))
+                    segments.append((i - 1, s.copy()))
     # the log scale each stored v_t was written at
     S = np.empty((T, 2, B))
-    ends = [j for j, _ in segments[1:]] + [-1]  # each scale holds from its index down to the next renormalisation
+    ends = [j for j, _ in segments[1:]] + [-1]  # each scale holds from its index down to the next rescaling
     for (j, scale), nxt in zip(segments, ends, strict=True):
         S[nxt + 1 : j + 1] = scale
     with np.errstate(over="ignore", under="ignore"):
