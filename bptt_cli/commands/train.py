@@ -36,7 +36,7 @@ from bptt_cli.cli import (
     command,
     usage_error,
 )
-from bptt_cli.commands.train_report import judge_run, metrics_rows, render, results_document, run_summary
+from bptt_cli.commands.train_report import metrics_rows, render, results_document, run_summary
 from bptt_cli.model import init_params
 from bptt_cli.plots.train import training_plots
 from bptt_cli.runfiles import CONFIG, METRICS, MODEL, SUMMARY, MetricsLog, discard_folder, prepare_folder, write_json
@@ -45,8 +45,21 @@ from bptt_cli.truncation import SPEC_FORMS, parse_strategy
 
 FAIL_LABELS = ("exploding", "vanishing", "diverged")
 CHECKPOINT_KIND = "bptt-train"
+DEFAULTS = trainlib.DEFAULTS  # the embedded default run (train.py picks it)
 # what a resumed run may set anew; everything else comes from the checkpoint
-RESUMABLE = {"steps", "epochs", "log_every", "out", "resume", "fail_on", "json", "quiet", "sample_len", "prime"}
+RESUMABLE = {
+    "steps",
+    "epochs",
+    "log_every",
+    "out",
+    "resume",
+    "fail_on",
+    "plots",
+    "json",
+    "quiet",
+    "sample_len",
+    "prime",
+}
 
 
 class TaskName(str, Enum):
@@ -144,7 +157,7 @@ def _load_resume(ctx: typer.Context, resume: Path) -> tuple[dict, Any]:
             usage_error(
                 f"--{name.replace('_', '-')}",
                 f"cannot change it when resuming: the checkpoint's run has {saved[name]!r}; "
-                "only --steps/--epochs, --log-every, --out, --fail-on, --sample-len, --prime may change",
+                "only --steps/--epochs, --log-every, --out, --fail-on, --plots, --sample-len, --prime may change",
             )
     return saved, ckpt
 
@@ -175,24 +188,26 @@ def train(
     clip_value: Annotated[
         float | None, typer.Option("--clip-value", help="Element-wise clipping into [-v, v] (min-char-rnn: 5).")
     ] = None,
-    init: InitOpt = Init.gaussian,
+    init: InitOpt = Init(DEFAULTS["init"]),
     spectral_radius: SpectralRadiusOpt = None,
     activation: ActivationOpt = Activation.tanh,
-    hidden: Annotated[int, typer.Option("--hidden", "-H", min=1, help="Hidden size H.")] = 64,
+    hidden: Annotated[int, typer.Option("--hidden", "-H", min=1, help="Hidden size H.")] = DEFAULTS["hidden"],
     seq_len: Annotated[
         int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T [default: recall 20, others 50].")
     ] = None,
-    batch: Annotated[int, typer.Option("--batch", "-B", min=1, help="Batch size B.")] = 32,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Training steps in total [default: 600].")] = None,
+    batch: Annotated[int, typer.Option("--batch", "-B", min=1, help="Batch size B.")] = DEFAULTS["batch"],
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help=f"Training steps in total [default: {DEFAULTS['steps']}].")
+    ] = None,
     epochs: Annotated[
         float | None, typer.Option("--epochs", help="Text: passes over the training text (instead of --steps).")
     ] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")] = 1e-2,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")] = DEFAULTS["lr"],
     dtype: DtypeOpt = Dtype.float64,
     seed: SeedOpt = 0,
     log_every: Annotated[
         int, typer.Option("--log-every", min=1, help="Watch the gradients every this many steps.")
-    ] = 20,
+    ] = DEFAULTS["log_every"],
     out: OutOpt = None,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this folder (its model.npz).")
@@ -201,6 +216,7 @@ def train(
         str | None,
         typer.Option("--fail-on", help="Exit with code 3 when the verdict is one of: exploding,vanishing,diverged."),
     ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the figures.")] = True,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -258,7 +274,7 @@ def train(
             usage_error("--epochs", f"must be a positive number; got {epochs}")
         per_epoch = max(1, (len(the_task.corpus.train_ids) - 1) // batch // the_task.seq_len)
         steps = max(1, int(round(epochs * per_epoch)))
-    total = 600 if steps is None else steps
+    total = DEFAULTS["steps"] if steps is None else steps
     opt = optim.Optimizer(optimizer.value, lr)
 
     config = dict(
@@ -288,6 +304,7 @@ def train(
         out=None,
         resume=None if resume is None else str(resume),
         fail_on=",".join(fail_labels) or None,
+        plots=plots,
         command_line=command_line(ctx),
     )
     if prime and the_task.name == "text":
@@ -354,16 +371,18 @@ def train(
     arrays, meta = result.state.to_checkpoint()
     ckpt_config = {"kind": CHECKPOINT_KIND, "options": config, "train_state": meta}
     save_checkpoint(folder / MODEL, result.state.params, ckpt_config, extras=arrays)
-    verdict = judge_run(result, the_task, activation=activation.value)
-    plots = training_plots(
-        folder,
-        metrics_rows(folder),
-        metric=the_task.metric,
-        clip=clip,
-        chance=the_task.chance,
-        diverged_at=result.diverged_at,
-    )
-    summary = run_summary(result, the_task, config, folder, plots=plots)
+    verdict = result.verdict.as_dict()
+    written = []
+    if plots:
+        written = training_plots(
+            folder,
+            metrics_rows(folder),
+            metric=the_task.metric,
+            clip=clip,
+            chance=the_task.chance,
+            diverged_at=result.diverged_at,
+        )
+    summary = run_summary(result, the_task, config, folder, plots=written)
     sample = None
     if the_task.name == "text" and sample_len > 0:
         # its own generator: sampling never touches the training generator saved for --resume
@@ -376,6 +395,8 @@ def train(
     write_json(folder / SUMMARY, doc)
     render(o, doc, sample)
     o.emit(doc)
+    if result.stopped:
+        raise typer.Exit(130)  # Ctrl-C: everything is saved, but the run did not finish
     if verdict["label"] in fail_labels:
         raise typer.Exit(3)
 

@@ -3,11 +3,12 @@
 Not a command itself (no @command here): the rendering half of bptt_cli/commands/train.py.
 """
 
+import shlex
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from bptt_cli.cli import Output
 from bptt_cli.report import document, fmt, table
@@ -74,8 +75,8 @@ def run_summary(result: Any, task: Any, config: dict, folder: Path, *, plots: li
         "chance": task.chance,
         "final_loss": last.get("loss"),
         "final_grad_norm": last.get("grad_norm"),
-        "final_rho": last.get("rho"),
-        "final_start_fraction": last.get("start_fraction"),
+        "final_rho": result.final_rho,
+        "final_start_fraction": None if result.final_trace is None else result.final_trace.start_fraction,
         "clip_count": int(result.state.clip_count),
         "events": list(result.events),
         "seconds": float(result.seconds),
@@ -108,8 +109,8 @@ def render(o: Output, doc: dict, sample: str | None = None) -> None:
         [f"held-out {r['metric']}", fmt(r["final_metric"]) + (f"  (chance {fmt(r['chance'])})" if r["chance"] else "")],
         ["final training loss", fmt(r["final_loss"])],
         ["gradient norm (last log)", fmt(r["final_grad_norm"])],
-        ["rho(W_h) (last log)", fmt(r["final_rho"])],
-        ["signal reaching step 1", fmt(r["final_start_fraction"])],
+        ["rho(W_h) (final)", fmt(r["final_rho"])],
+        ["signal reaching step 1 (held out)", fmt(r["final_start_fraction"])],
         ["clipped steps", str(r["clip_count"]) if c["clip"] is not None else "clipping off"],
         ["events", ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "none"],
         ["time", f"{r['seconds']:.1f} s"],
@@ -121,13 +122,21 @@ def render(o: Output, doc: dict, sample: str | None = None) -> None:
     if evidence:
         o.show(table("evidence", ["quantity", "value"], [[k, _cell(val)] for k, val in evidence.items()]))
     if sample is not None:
-        o.show(f"sample:\n{sample}")
+        o.show("sample:", Text(sample))
     files = r["files"]
-    o.show(f"files: {files['folder']}/ (model.npz, config.json, metrics.jsonl, summary.json)")
-    if r["plots"]:
-        o.show("plots: " + ", ".join(r["plots"]))
+    # paths printed as they are, never wrapped: a reader copies them (and "[" in a path is not markup)
+    _line(o, f"files: {files['folder']}/ (model.npz, config.json, metrics.jsonl, summary.json)")
+    for p in r["plots"]:
+        _line(o, f"plot: {p}")
     if r["interrupted"] or (r["diverged_at"] is None and r["steps_done"] < r["steps_requested"]):
-        o.show(f"stopped at step {r['steps_done']}; continue with: bptt train --resume {files['folder']}")
+        _line(
+            o, f"stopped at step {r['steps_done']}; continue with: bptt train --resume {shlex.quote(files['folder'])}"
+        )
+
+
+def _line(o: Output, text: str) -> None:
+    if not o.quiet:
+        o.console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 def _cell(value: Any) -> str:
@@ -139,35 +148,3 @@ def _cell(value: Any) -> str:
 def metrics_rows(folder: Path) -> list[dict]:
     """The logged rows of the whole run (a resumed run's too), without event lines."""
     return [r for r in read_metrics(folder / METRICS) if "event" not in r]
-
-
-def judge_run(result: Any, task: Any, *, activation: str) -> dict:
-    """The verdict of a finished run (provisional until train/verdict provide judge_training):
-    diverged if a step was non-finite, else the fitted per-step gain of the last loss's signal
-    of the final model on held-out sequences (trace.py), judged by verdict.judge_gain."""
-    from bptt_cli.tasks import heldout_batch
-    from bptt_cli.trace import trace
-    from bptt_cli.train import HELDOUT_SEED
-    from bptt_cli.verdict import Verdict, judge_gain
-
-    if result.diverged_at is not None:
-        return Verdict(
-            "diverged",
-            "non-finite loss or gradient",
-            {"diverged_at": result.diverged_at, "steps_done": result.state.step},
-            f"diverged at step {result.diverged_at}; the checkpoint holds the last finite parameters",
-        ).as_dict()
-    held = heldout_batch(task, np.random.default_rng(HELDOUT_SEED))
-    k = min(32, held.size)
-    tr = trace(
-        result.params, held.x[:, :k], held.targets[:, :k], loss=task.loss, activation=activation, mask=held.mask[:, :k]
-    )
-    evidence = {
-        "gain_per_step": tr.fit.gain,
-        "fit_r2": tr.fit.r2,
-        "start_fraction": tr.start_fraction,
-        "sigma_max": tr.sigma_max,
-        "spikes": sum(e["kind"] == "spike" for e in result.events),
-        "vanishing_stretches": sum(e["kind"] == "vanishing" for e in result.events),
-    }
-    return judge_gain(tr.fit.gain, basis="trace", evidence=evidence).as_dict()
