@@ -20,7 +20,7 @@ $(TORCH_STAMP): $(STAMP)
 	touch $(TORCH_STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bptt paths
+	$(BIN)/bptt train
 
 test: $(TORCH_STAMP)
 	$(BIN)/python -m ruff check .
