@@ -110,6 +110,7 @@ def theta_plot(path: Path, runs: list, *, theta_opt: float, limit: float = 5.0) 
             np.arange(th.size),
             th,
             color=c,
+            zorder=3 if r.spec == "full" else 2,  # the exact run on top of the noisy ones
             label=r.spec + (f" (diverged at {r.diverged_at})" if r.diverged_at is not None else ""),
         )
         if r.diverged_at is not None or abs(r.thetas[-1]) > limit:
