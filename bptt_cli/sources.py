@@ -44,6 +44,9 @@ def check_matrix(arr: Any, where: str) -> np.ndarray:
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # otherwise numpy would try to read it as a pickle
+            raise ValueError(f"{path}: not a readable .npy file (no NumPy header)")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
