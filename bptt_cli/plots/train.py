@@ -130,6 +130,9 @@ def heatmap_plot(path: Path, rows: Sequence[dict], *, key: str = "log_dh") -> Pa
     edges_t = np.arange(T + 1) + 0.5
     mesh = ax.pcolormesh(edges_t, edges_s, np.ma.masked_invalid(grid), cmap="viridis", vmin=vmin, vmax=vmax)
     fig.colorbar(mesh, ax=ax, label="log ||dL/dh_t||")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("time step t in the sequence")
     ax.set_ylabel("training step")
     ax.set_title("where the gradient dies: log ||dL/dh_t|| (batch mean)")
