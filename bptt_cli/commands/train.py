@@ -183,7 +183,7 @@ def train(
     ] = "full",
     optimizer: Annotated[OptimizerName, typer.Option("--optimizer", help="Update rule.")] = OptimizerName.adam,
     clip: Annotated[
-        float | None, typer.Option("--clip", help="Gradient-norm clipping: g <- g min(1, THETA/||g||) [default: off].")
+        float | None, typer.Option("--clip", help="Gradient-norm clipping: g <- g min(1, THETA/||g||) (default: off).")
     ] = None,
     clip_value: Annotated[
         float | None, typer.Option("--clip-value", help="Element-wise clipping into [-v, v] (min-char-rnn: 5).")
@@ -193,11 +193,11 @@ def train(
     activation: ActivationOpt = Activation.tanh,
     hidden: Annotated[int, typer.Option("--hidden", "-H", min=1, help="Hidden size H.")] = DEFAULTS["hidden"],
     seq_len: Annotated[
-        int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T [default: recall 20, others 50].")
+        int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T (default: recall 20, others 50).")
     ] = None,
     batch: Annotated[int, typer.Option("--batch", "-B", min=1, help="Batch size B.")] = DEFAULTS["batch"],
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help=f"Training steps in total [default: {DEFAULTS['steps']}].")
+        int | None, typer.Option("--steps", min=1, help=f"Training steps in total (default: {DEFAULTS['steps']}).")
     ] = None,
     epochs: Annotated[
         float | None, typer.Option("--epochs", help="Text: passes over the training text (instead of --steps).")
