@@ -165,7 +165,7 @@ def _load_resume(ctx: typer.Context, resume: Path) -> tuple[dict, Any]:
 @command
 def train(
     ctx: typer.Context,
-    task: Annotated[TaskName, typer.Option("--task", help="What to learn.")] = TaskName.recall,
+    task: Annotated[TaskName, typer.Option("--task", help="What to learn.")] = TaskName(DEFAULTS["task"]),
     text: Annotated[
         Path | None, typer.Option("--text", dir_okay=False, help="UTF-8 text file for --task text.")
     ] = None,
@@ -176,21 +176,27 @@ def train(
         int, typer.Option("--sample-len", min=0, help="Text: characters to generate at the end.")
     ] = 200,
     prime: Annotated[str, typer.Option("--prime", help="Text: the start of the generated sample.")] = "",
-    delay: Annotated[int, typer.Option("--delay", min=1, help="Recall: the target at t is the input at t - d.")] = 10,
-    alphabet: Annotated[int, typer.Option("--alphabet", min=2, help="Recall: number of symbols K.")] = 8,
+    delay: Annotated[
+        int, typer.Option("--delay", min=1, help="Recall: the target at t is the input at t - d.")
+    ] = DEFAULTS["delay"],
+    alphabet: Annotated[int, typer.Option("--alphabet", min=2, help="Recall: number of symbols K.")] = DEFAULTS[
+        "symbols"
+    ],
     truncation: Annotated[
         str, typer.Option("--truncation", help=f"Backward pass while training: {SPEC_FORMS}.")
-    ] = "full",
-    optimizer: Annotated[OptimizerName, typer.Option("--optimizer", help="Update rule.")] = OptimizerName.adam,
+    ] = DEFAULTS["truncation"],
+    optimizer: Annotated[OptimizerName, typer.Option("--optimizer", help="Update rule.")] = OptimizerName(
+        DEFAULTS["optimizer"]
+    ),
     clip: Annotated[
         float | None, typer.Option("--clip", help="Gradient-norm clipping: g <- g min(1, THETA/||g||) (default: off).")
-    ] = None,
+    ] = DEFAULTS["clip"],
     clip_value: Annotated[
         float | None, typer.Option("--clip-value", help="Element-wise clipping into [-v, v] (min-char-rnn: 5).")
     ] = None,
     init: InitOpt = Init(DEFAULTS["init"]),
     spectral_radius: SpectralRadiusOpt = None,
-    activation: ActivationOpt = Activation.tanh,
+    activation: ActivationOpt = Activation(DEFAULTS["activation"]),
     hidden: Annotated[int, typer.Option("--hidden", "-H", min=1, help="Hidden size H.")] = DEFAULTS["hidden"],
     seq_len: Annotated[
         int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T (default: recall 20, others 50).")
@@ -204,7 +210,7 @@ def train(
     ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")] = DEFAULTS["lr"],
     dtype: DtypeOpt = Dtype.float64,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = DEFAULTS["seed"],
     log_every: Annotated[
         int, typer.Option("--log-every", min=1, help="Watch the gradients every this many steps.")
     ] = DEFAULTS["log_every"],
