@@ -43,7 +43,8 @@ __all__ = ["GainFit", "Horizon", "Signal", "TraceResult", "fit_gain", "memory_ho
 JACOBIAN_MODES = ("auto", "bound", "exact")
 # 'auto' computes exact spectral norms of J_t while T * B * H^3 stays below this (about 0.1 s)
 EXACT_BUDGET = 2e7
-_CHECK_EVERY = 8  # check the norms at most this many steps apart
+_CHUNK = 256  # steps whose f'(a_t) are laid out for both signals at once
+_CHECK_EVERY = 16  # check the norms at most this many steps apart
 _GROWTH_DECADES = 60  # largest growth (in powers of 10) allowed between two checks
 _LO, _HI = 1e-60, 1e60  # rows are rescaled when their norm leaves this range
 _LO2, _HI2 = _LO**2, _HI**2
@@ -140,8 +141,7 @@ def _propagate(fp: np.ndarray, dl: np.ndarray, W_h: np.ndarray, growth: float) -
     buf = np.empty((T, 2, B, H))  # (T, 2, B, H) v_t of both signals, at their segment's scale
     buf2 = buf.reshape(T, 2 * B, H)  # the same memory as (T, 2B, H) rows for the product
     total = buf[:, 0]  # (T, B, H) view: the total signal's rows
-    G = np.empty((2, B, H))  # (2, B, H) f'(a_t) * v_t
-    G2 = G.reshape(2 * B, H)
+    Gbuf = np.empty((min(_CHUNK, T), 2, B, H))  # (K, 2, B, H) f'(a_t) * v_t for one chunk of steps
     tmp = np.empty((B, H))
     n2 = np.empty(2 * B)  # squared row norms at a check
     s = np.zeros((2, B))  # log scale of the current segment
@@ -159,23 +159,29 @@ def _propagate(fp: np.ndarray, dl: np.ndarray, W_h: np.ndarray, growth: float) -
     segments = [(T - 1, s.copy())]  # (first index stored at this scale, counting down; the scale)
     countdown = every
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        for i in range(T - 1, 0, -1):
-            np.multiply(buf[i], fp[i], out=G)  # back through f: f'(a_t) * v_t, both signals
-            np.matmul(G2, W_h, out=buf2[i - 1])  # back through W_h: one (2B, H) x (H, H) product
-            if has_dl[i - 1]:  # the total signal receives dl_{t-1}, at its scale exp(-s)
-                if unit_c:
-                    np.add(total[i - 1], dl[i - 1], out=total[i - 1])
-                else:
-                    np.multiply(dl[i - 1], c, out=tmp)
-                    np.add(total[i - 1], tmp, out=total[i - 1])
-            countdown -= 1
-            if countdown == 0:
-                countdown = every
-                np.einsum("ij,ij->i", buf2[i - 1], buf2[i - 1], out=n2)
-                if n2.max() > _HI2 or np.min(n2, where=n2 > 0, initial=np.inf) < _LO2:
-                    _rescale(buf[i - 1], s, c, loss_ahead[i - 1])
-                    unit_c = bool(np.all(c == 1.0))
-                    segments.append((i - 1, s.copy()))
+        for hi in range(T - 1, 0, -_CHUNK):  # a cache-sized chunk of steps i = hi .. lo + 1
+            lo = max(0, hi - _CHUNK)
+            Gc = Gbuf[: hi - lo]
+            Gc[:] = fp[lo + 1 : hi + 1, None]  # f'(a_t) for both signals, so the loop multiplies like shapes
+            Gc2 = Gc.reshape(hi - lo, 2 * B, H)
+            for i in range(hi, lo, -1):
+                g = Gc2[i - lo - 1]  # (2B, H)
+                np.multiply(g, buf2[i], out=g)  # back through f: f'(a_t) * v_t, both signals
+                np.matmul(g, W_h, out=buf2[i - 1])  # back through W_h: one (2B, H) x (H, H) product
+                if has_dl[i - 1]:  # the total signal receives dl_{t-1}, at its scale exp(-s)
+                    if unit_c:
+                        np.add(total[i - 1], dl[i - 1], out=total[i - 1])
+                    else:
+                        np.multiply(dl[i - 1], c, out=tmp)
+                        np.add(total[i - 1], tmp, out=total[i - 1])
+                countdown -= 1
+                if countdown == 0:
+                    countdown = every
+                    np.einsum("ij,ij->i", buf2[i - 1], buf2[i - 1], out=n2)
+                    if n2.max() > _HI2 or (n2.min() < _LO2 and np.min(n2, where=n2 > 0, initial=np.inf) < _LO2):
+                        _rescale(buf[i - 1], s, c, loss_ahead[i - 1])
+                        unit_c = bool(np.all(c == 1.0))
+                        segments.append((i - 1, s.copy()))
     # the log scale each stored v_t was written at
     S = np.empty((T, 2, B))
     ends = [j for j, _ in segments[1:]] + [-1]  # each scale holds from its index down to the next rescaling

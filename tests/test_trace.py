@@ -155,6 +155,12 @@ def test_saturated_tanh_vanishes_although_rho_is_3():
     matrix = judge_matrix(rho, r.sigma_max, "tanh", linear=False)
     assert matrix.label == "undetermined" and matrix.evidence["bounds"]["explosion_possible"]
     assert np.all(r.saturation < 0.5)  # most units are saturated
+    # per step, against plain BPTT with only the last loss scored (its adjoints are dl_T/dh_t)
+    mask = np.zeros((T, B))
+    mask[-1] = 1.0
+    n = np.linalg.norm(gradients(p, x, tg, loss="xent", activation="tanh", mask=mask).adjoints, axis=2)
+    assert_allclose(r.last.log_mean, np.log(n.mean(axis=1)), rtol=0, atol=1e-10)
+    assert_allclose(r.last.log_min, np.log(n.min(axis=1)), rtol=0, atol=1e-10)
 
 
 def test_jacobian_exact_and_bound():
