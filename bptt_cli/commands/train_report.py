@@ -111,7 +111,7 @@ def render(o: Output, doc: dict, sample: str | None = None) -> None:
         ["gradient norm (last log)", fmt(r["final_grad_norm"])],
         ["rho(W_h) (final)", fmt(r["final_rho"])],
         ["signal reaching step 1 (held out)", fmt(r["final_start_fraction"])],
-        ["clipped steps", str(r["clip_count"]) if c["clip"] is not None else "clipping off"],
+        ["clipped steps", str(r["clip_count"]) if (c["clip"], c["clip_value"]) != (None, None) else "clipping off"],
         ["events", ", ".join(f"{e['kind']}@{e['step']}" for e in r["events"]) or "none"],
         ["time", f"{r['seconds']:.1f} s"],
     ]
