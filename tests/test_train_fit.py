@@ -212,3 +212,37 @@ def test_validation() -> None:
     del meta["rng_state"]
     with pytest.raises(ValueError, match="rng_state"):
         train.TrainState.from_checkpoint(params, optim.Optimizer(), arrays, meta)
+
+
+def test_adam_training_matches_pytorch() -> None:
+    """Five steps of fit (full BPTT, Adam, clipping) against torch.nn.RNN + Linear trained on the same batches."""
+    torch = pytest.importorskip("torch")
+    task = tasks.make_task("recall", seq_len=9, delay=4, symbols=5)
+    params = _params(task, hidden=7)
+    opt = optim.Optimizer("adam", lr=0.05)
+    res = train.fit(
+        params, task, steps=5, rng=np.random.default_rng(4), optimizer=opt, batch_size=3, clip=0.3, watch=False
+    )
+
+    W_x, W_h, b, W_y, c = (torch.tensor(v.copy(), requires_grad=True) for v in params.as_dict().values())
+    topt = torch.optim.Adam([W_x, W_h, b, W_y, c], lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        batch, _ = tasks.sample_batch(task, rng, 3)
+        x, tg, mask = (torch.from_numpy(a) for a in (batch.x, batch.targets, batch.mask))
+        h = torch.zeros(3, 7, dtype=torch.float64)
+        loss = 0.0
+        for t in range(9):
+            h = torch.tanh(x[t] @ W_x.T + h @ W_h.T + b)
+            nll = torch.nn.functional.cross_entropy(h @ W_y.T + c, tg[t], reduction="none")
+            loss = loss + (mask[t] * nll).sum() / 3
+        topt.zero_grad()
+        loss.backward()
+        # g min(1, theta/||g||) by hand: torch's clip_grad_norm_ divides by ||g|| + 1e-6
+        norm = torch.sqrt(sum((p.grad**2).sum() for p in (W_x, W_h, b, W_y, c)))
+        for p in (W_x, W_h, b, W_y, c):
+            p.grad *= min(1.0, 0.3 / float(norm))
+        topt.step()
+    assert res.state.clip_count > 0  # the clipping path is exercised
+    for name, t in zip(params.as_dict(), (W_x, W_h, b, W_y, c), strict=True):
+        assert_allclose(getattr(res.params, name), t.detach().numpy(), rtol=1e-9, atol=1e-11)
