@@ -78,15 +78,17 @@ class MetricsLog:
     """metrics.jsonl: one strict-JSON object per line, flushed as it is written.
 
     `keep_until` (resume): rows with step > keep_until are dropped first, rewriting the file
-    atomically, so the log continues exactly where the checkpoint was taken.
+    atomically, so the log continues exactly where the checkpoint was taken. `source`: the
+    log to take those rows from when the resumed run writes to another folder.
     """
 
-    def __init__(self, path: Path, *, keep_until: int | None = None) -> None:
+    def __init__(self, path: Path, *, keep_until: int | None = None, source: Path | None = None) -> None:
         self.path = Path(path)
         if keep_until is None:
             atomic_write_text(self.path, "")
         else:
-            kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= keep_until]
+            rows = read_metrics(self.path if source is None else source)
+            kept = [r for r in rows if int(r.get("step", 0)) <= keep_until]
             atomic_write_text(self.path, "".join(self._line(r) for r in kept))
         self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 

@@ -261,6 +261,20 @@ def test_a_finished_run_is_never_overwritten(tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
 
 
+def test_resume_into_another_folder_leaves_the_source_alone(tmp_path):
+    whole, part, other = tmp_path / "whole", tmp_path / "part", tmp_path / "other"
+    assert invoke(*TINY, "--steps", "6", "--out", str(whole), "-q").exit_code == 0
+    assert invoke(*TINY, "--steps", "2", "--out", str(part), "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in part.iterdir()}
+    assert invoke("--resume", str(part), "--steps", "6", "--out", str(other), "-q").exit_code == 0
+    assert {p.name: p.read_bytes() for p in part.iterdir()} == before
+    assert metric_rows(other) == metric_rows(whole)
+    assert_same_params(load_checkpoint(other / "model.npz").params, load_checkpoint(whole / "model.npz").params)
+    # a folder holding another run is not a place to resume into
+    res = invoke("--resume", str(part), "--steps", "6", "--out", str(whole))
+    assert res.exit_code == 1 and "already holds a training run" in res.stderr
+
+
 def test_resume_refuses_to_change_the_model(tmp_path):
     out = tmp_path / "run"
     assert invoke(*TINY, "--steps", "2", "--out", str(out), "-q").exit_code == 0

@@ -65,6 +65,15 @@ def test_metrics_log_lines_are_flushed_and_resume_cuts_back(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [0, 10, 20]
 
 
+def test_metrics_log_resumed_elsewhere_starts_from_the_source_rows(tmp_path):
+    src = tmp_path / "a.jsonl"
+    src.write_text("".join(json.dumps({"step": s}) + "\n" for s in (5, 10, 15)))
+    with MetricsLog(tmp_path / "b.jsonl", keep_until=10, source=src) as log:
+        log.write({"step": 20})
+    assert [r["step"] for r in read_metrics(tmp_path / "b.jsonl")] == [5, 10, 20]
+    assert [r["step"] for r in read_metrics(src)] == [5, 10, 15]
+
+
 def test_read_metrics_skips_a_torn_last_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 0, "loss": 1}\n{"step": 1, "lo')

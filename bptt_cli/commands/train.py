@@ -337,14 +337,20 @@ def train(
     # ---- the run folder: refuse to overwrite another run's checkpoint
     folder, created = prepare_folder(out if out is not None else Path("runs") / f"train-{_stamp()}")
     config["out"] = str(folder)
-    if ckpt is None and (folder / MODEL).exists():
+    source = None if resume is None else _resume_source(resume).parent  # the folder resumed from
+    same_folder = source is not None and folder.resolve() == source.resolve()
+    if not same_folder and (folder / MODEL).exists():
         discard_folder(folder, created, names=())
         raise ValueError(f"--out {folder}: already holds a training run (model.npz); use another folder or --resume")
     try:
         write_json(folder / CONFIG, config)
-        log = MetricsLog(folder / METRICS, keep_until=None if state is None else state.step)
+        log = MetricsLog(
+            folder / METRICS,
+            keep_until=None if state is None else state.step,
+            source=None if same_folder or source is None else source / METRICS,
+        )
     except BaseException:
-        if ckpt is None:
+        if not same_folder:
             discard_folder(folder, created)
         raise
 
