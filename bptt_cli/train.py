@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,6 @@ from bptt_cli import optim
 from bptt_cli.bptt import NonFiniteError, gradients
 from bptt_cli.model import (
     ACTIVATIONS,
-    PARAM_NAMES,
     Params,
     check_choice,
     check_params,
@@ -34,6 +33,7 @@ from bptt_cli.model import (
 )
 from bptt_cli.tasks import Batch, Task, check_batch_size, evaluate, heldout_batch, sample_batch
 from bptt_cli.trace import TraceResult
+from bptt_cli.train_state import TrainState, initial_state, params_from_arrays  # noqa: F401 - re-exported
 from bptt_cli.truncation import Strategy, propagate_weights
 from bptt_cli.verdict import Verdict
 from bptt_cli.watch import Watcher, detect_events, final_trace, judge_training, watch_row
@@ -60,81 +60,6 @@ DEFAULTS = {
     "truncation": "full",
     "seed": 0,
 }
-
-
-@dataclass(frozen=True)
-class TrainState:
-    """Everything that determines the rest of a run (a plain value; `fit` returns a new one).
-
-    params, opt : the model and the optimiser's memory
-    rng_state : the training generator's `bit_generator.state` (data and random truncation)
-    step : updates done so far
-    position : text (sequential): offset into the B streams; h : the carried (B, H) state or None
-    power_vector : last power-iteration vector (warm start) or None
-    norms : recent gradient norms (spike detection), oldest first
-    reference_norm : median norm of the first window (vanishing detection), or None
-    vanish_run : current stretch of steps with vanishing norms
-    clip_count : steps on which clipping changed the gradient
-    events : spikes, vanishing stretches, divergence (dicts with 'step' and 'kind')
-    """
-
-    params: Params
-    opt: optim.OptState
-    rng_state: dict
-    step: int = 0
-    position: int = 0
-    h: np.ndarray | None = None
-    power_vector: np.ndarray | None = None
-    norms: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    reference_norm: float | None = None
-    vanish_run: int = 0
-    clip_count: int = 0
-    events: tuple[dict, ...] = ()
-
-    def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
-        """(arrays, meta): arrays for checkpoint extras (no params: they are saved as the model),
-        meta plain JSON (the generator state holds big integers, which JSON keeps exactly)."""
-        arrays = {f"opt.{k}": v for k, v in self.opt.arrays().items()}
-        arrays["norms"] = np.asarray(self.norms, dtype=np.float64)
-        if self.h is not None:
-            arrays["h"] = self.h
-        if self.power_vector is not None:
-            arrays["power_vector"] = self.power_vector
-        meta = {
-            "rng_state": self.rng_state,
-            "step": self.step,
-            "position": self.position,
-            "opt_count": self.opt.count,
-            "reference_norm": self.reference_norm,
-            "vanish_run": self.vanish_run,
-            "clip_count": self.clip_count,
-            "events": list(self.events),
-        }
-        return arrays, meta
-
-    @staticmethod
-    def from_checkpoint(
-        params: Params, optimizer: optim.Optimizer, arrays: dict[str, np.ndarray], meta: dict
-    ) -> TrainState:
-        """Inverse of `to_checkpoint`; ValueError naming what is missing."""
-        for key in ("rng_state", "step", "position", "opt_count"):
-            if key not in meta:
-                raise ValueError(f"the checkpoint's training state lacks `{key}`; it was not written by `bptt train`")
-        opt_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-        return TrainState(
-            params=check_params(params),
-            opt=optim.OptState.from_arrays(optimizer, meta["opt_count"], opt_arrays),
-            rng_state=meta["rng_state"],
-            step=int(meta["step"]),
-            position=int(meta["position"]),
-            h=arrays.get("h"),
-            power_vector=arrays.get("power_vector"),
-            norms=np.asarray(arrays.get("norms", np.zeros(0)), dtype=np.float64),
-            reference_norm=meta.get("reference_norm"),
-            vanish_run=int(meta.get("vanish_run", 0)),
-            clip_count=int(meta.get("clip_count", 0)),
-            events=tuple(meta.get("events", ())),
-        )
 
 
 @dataclass(frozen=True)
@@ -169,11 +94,6 @@ class FitResult:
     @property
     def steps_done(self) -> int:
         return self.state.step
-
-
-def initial_state(params: Params, optimizer: optim.Optimizer, rng: np.random.Generator) -> TrainState:
-    """The state of a run that has not started: fresh optimiser memory, the generator as it is."""
-    return TrainState(params=params, opt=optim.init_state(optimizer, params), rng_state=rng.bit_generator.state)
 
 
 def _finite(params: Params) -> bool:
@@ -401,14 +321,6 @@ def fit(
         verdict=verdict,
         seconds=time.perf_counter() - start,
     )
-
-
-def params_from_arrays(arrays: dict[str, np.ndarray]) -> Params:
-    """Params from a name -> array map (e.g. a loaded checkpoint), ValueError naming a missing one."""
-    missing = [k for k in PARAM_NAMES if k not in arrays]
-    if missing:
-        raise ValueError(f"the checkpoint lacks the parameter `{missing[0]}`")
-    return check_params(Params(**{k: np.asarray(arrays[k]) for k in PARAM_NAMES}))
 
 
 def describe(result: FitResult) -> dict[str, Any]:

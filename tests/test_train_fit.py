@@ -246,3 +246,15 @@ def test_adam_training_matches_pytorch() -> None:
     assert res.state.clip_count > 0  # the clipping path is exercised
     for name, t in zip(params.as_dict(), (W_x, W_h, b, W_y, c), strict=True):
         assert_allclose(getattr(res.params, name), t.detach().numpy(), rtol=1e-9, atol=1e-11)
+
+
+def test_resume_with_another_bit_generator() -> None:
+    """MT19937 keeps a numpy array in its state: it must still pass through JSON and resume exactly."""
+    task = tasks.make_task("recall", seq_len=8, delay=3, symbols=4)
+    opt = optim.Optimizer("adagrad", lr=0.05)
+    kw = dict(optimizer=opt, truncation=parse_strategy("random:0.5"), batch_size=4, log_every=2, watch=False)
+    full = train.fit(_params(task), task, steps=6, rng=np.random.Generator(np.random.MT19937(3)), **kw)
+    part = train.fit(_params(task), task, steps=4, rng=np.random.Generator(np.random.MT19937(3)), **kw)
+    state = _checkpoint_round_trip(part.state, opt)
+    rest = train.fit(state.params, task, steps=6, rng=np.random.Generator(np.random.MT19937(0)), resume=state, **kw)
+    assert_array_equal(rest.params.flat(), full.params.flat())
