@@ -27,7 +27,9 @@ from bptt_cli.model import (
     check_choice,
     check_inputs,
     check_params,
+    chunk_steps,
     forward_states,
+    iter_forward,
     outputs,
 )
 
@@ -93,6 +95,60 @@ def _local_loss_gradient(
     return L, dl, dW_y, dc
 
 
+def _forward_local_loss(
+    params: Params,
+    x: np.ndarray,
+    h0: np.ndarray,
+    activation: str,
+    loss: str,
+    targets: np.ndarray | None,
+    mask: np.ndarray | None,
+    chunk: int,
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
+    """The forward pass fused with `_local_loss_gradient`, one cache-sized chunk of steps at a time.
+
+    Returns hs (T + 1, B, H), L, dl (T, B, H) = dl_t/dh_t, dW_y, dc: the same numbers as
+    `forward_states` then `_local_loss_gradient` (to rounding: L and dW_y are summed chunk by chunk),
+    but the outputs y, the loss and dl of a chunk are computed while its states are still in cache,
+    and the (T, B, V) output array is never allocated (one (K B, V) buffer is reused).
+    """
+    T, B, _ = x.shape
+    H = params.hidden_size
+    V = params.output_size
+    hs = np.empty((T + 1, B, H), dtype=params.dtype)  # (T+1, B, H)
+    dl = np.empty((T, B, H), dtype=params.dtype)  # (T, B, H)
+    dW_y = np.zeros_like(params.W_y)  # (V, H)
+    dc = np.zeros_like(params.c)  # (V,)
+    head = uses_output_layer(loss)
+    if head:
+        W_yT = params.W_y.T  # (H, V)
+        ybuf = np.empty((min(chunk, T) * B, V), dtype=params.dtype)  # (K B, V) outputs, then dL/dy
+        wbuf = np.empty_like(dW_y)  # (V, H) one chunk's share of dW_y
+    L = 0.0
+    for lo, hi in iter_forward(params, x, h0, activation, hs, chunk):
+        kB = (hi - lo) * B
+        h_c = hs[lo + 1 : hi + 1]  # (k, B, H) h_t for this chunk's steps
+        m_c = None if mask is None else mask[lo:hi]
+        if not head:
+            # half-square: dl_t/dh_t = w h_t, scaled in place in dl
+            np.copyto(dl[lo:hi], h_c)
+            L += loss_and_grad(loss, dl[lo:hi], None, m_c, overwrite=True)[0]
+            continue
+        h2 = h_c.reshape(kB, H)
+        y = ybuf[:kB]
+        np.matmul(h2, W_yT, out=y)  # y_t = W_y h_t + c
+        y += params.c
+        L_c, dy = loss_and_grad(loss, y.reshape(hi - lo, B, V), targets[lo:hi], m_c, overwrite=True)
+        L += L_c
+        dy2 = dy.reshape(kB, V)  # dL/dy_t, in ybuf
+        # back through y_t = W_y h_t + c
+        np.matmul(dy2.T, h2, out=wbuf)
+        dW_y += wbuf
+        dc += dy2.sum(axis=0)
+        np.matmul(dy2, params.W_y, out=dl[lo:hi].reshape(kB, H))
+    return hs, L, dl, dW_y, dc
+
+
 def _backward_efficient(
     params: Params,
     x: np.ndarray,
@@ -100,37 +156,63 @@ def _backward_efficient(
     delta: np.ndarray,
     activation: str,
     propagate: np.ndarray | None,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Phase 1 (the sequential loop) and phase 2 (single products). `delta` enters holding
-    dl_t/dh_t and leaves holding dL/dh_t (updated in place)."""
+    """Phase 1 (the sequential loop) and phase 2 (large products), interleaved chunk by chunk.
+
+    `delta` enters holding dl_t/dh_t and leaves holding dL/dh_t (updated in place). Going back over
+    one cache-sized chunk of K steps at a time, phase 1 fills a (K, B, H) buffer with
+    g_t = f'(a_t) * delta_t (f' from h_t, so no pre-activations are kept); phase 2 then adds that
+    chunk's share of dW_h, dW_x and db in single products over its K B rows. The g of the whole
+    sequence is never stored: memory stays at hs and delta, and the chunk is still in cache when
+    the products read it.
+    """
     T, B, H = delta.shape
     D = x.shape[2]
-    W_h = params.W_h
-    g = activation_derivative(hs[1:], activation)  # (T, B, H) f'(a_t), times delta_t below
+    if chunk is None:
+        chunk = chunk_steps(B, H, delta.itemsize)
+    W_h = np.ascontiguousarray(params.W_h)  # (H, H); g_t W_h reads it untransposed
+    gbuf = np.empty((min(chunk, T), B, H), dtype=delta.dtype)  # (K, B, H) g_t of one chunk
     tmp = np.empty((B, H), dtype=delta.dtype)  # (B, H) reused every step
-    jvps = 0
-    # phase 1: the only sequential part
-    for s in range(T - 1, 0, -1):
-        g[s] *= delta[s]  # back through f: g_t = f'(a_t) * delta_t
-        if propagate is None:
-            np.matmul(g[s], W_h, out=tmp)  # back through W_h h_{t-1}: g_t W_h
-            delta[s - 1] += tmp  # delta_{t-1} = dl_{t-1}/dh_{t-1} + g_t W_h
-            jvps += 1
-        elif propagate[s].any():
-            np.matmul(g[s], W_h, out=tmp)
-            tmp *= propagate[s][:, None]  # truncation: xi_t in {0, 1, 1/P}
-            delta[s - 1] += tmp
-            jvps += 1
-    g[0] *= delta[0]
-    dh0 = g[0] @ W_h  # (B, H)
+    dW_h = np.zeros((H, H), dtype=delta.dtype)
+    dW_x = np.zeros((H, D), dtype=delta.dtype)
+    db = np.zeros(H, dtype=delta.dtype)
+    hh_buf = np.empty_like(dW_h)  # one chunk's share of dW_h
+    hd_buf = np.empty_like(dW_x)  # one chunk's share of dW_x
+    if propagate is None:
+        jvps = T
+    else:
+        xi = propagate[:, :, None]  # (T, B, 1) truncation weights xi_t in {0, 1, 1/P}
+        live = propagate.any(axis=1).tolist()  # steps that send anything back
+        jvps = sum(live[1:]) + 1
+    for hi in range(T, 0, -chunk):
+        lo = max(0, hi - chunk)
+        kB = (hi - lo) * B
+        g = gbuf[: hi - lo]  # (k, B, H)
+        activation_derivative(hs[lo + 1 : hi + 1], activation, out=g)  # f'(a_t)
+        # phase 1: the only sequential part
+        for s in range(hi - 1, lo - 1, -1):
+            g_s = g[s - lo]
+            np.multiply(g_s, delta[s], out=g_s)  # back through f: g_t = f'(a_t) * delta_t
+            if s == 0:
+                break
+            if propagate is None:
+                np.dot(g_s, W_h, out=tmp)  # back through W_h h_{t-1}: g_t W_h
+                np.add(delta[s - 1], tmp, out=delta[s - 1])  # delta_{t-1} = dl_{t-1}/dh_{t-1} + g_t W_h
+            elif live[s]:
+                np.dot(g_s, W_h, out=tmp)
+                np.multiply(tmp, xi[s], out=tmp)  # truncation: xi_t
+                np.add(delta[s - 1], tmp, out=delta[s - 1])
+        # phase 2: this chunk's share of every parameter gradient, one product over its (t, b) pairs
+        G = g.reshape(kB, H)
+        np.matmul(G.T, hs[lo:hi].reshape(kB, H), out=hh_buf)  # sum_t g_t h_{t-1}^T
+        dW_h += hh_buf
+        np.matmul(G.T, x[lo:hi].reshape(kB, D), out=hd_buf)  # sum_t g_t x_t^T
+        dW_x += hd_buf
+        db += G.sum(axis=0)  # sum_t g_t
+    dh0 = gbuf[0] @ W_h  # (B, H): the last chunk done starts at t = 1
     if propagate is not None:
-        dh0 *= propagate[0][:, None]
-    jvps += 1
-    # phase 2: every parameter from the same g, one product over all (t, b) pairs
-    G = g.reshape(T * B, H)
-    dW_h = G.T @ hs[:-1].reshape(T * B, H)  # sum_t g_t h_{t-1}^T
-    dW_x = G.T @ x.reshape(T * B, D)  # sum_t g_t x_t^T
-    db = G.sum(axis=0)  # sum_t g_t
+        dh0 *= xi[0]
     return dW_x, dW_h, db, dh0, jvps
 
 
@@ -216,18 +298,20 @@ def gradients(
     propagate = _check_propagate(propagate, T, B, params.dtype)
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        hs = forward_states(params, x, h0, activation)  # (T+1, B, H)
-        L, dl, dW_y, dc = _local_loss_gradient(params, hs, loss, targets, mask)
         if method == "efficient":
-            dW_x, dW_h, db, dh0, jvps = _backward_efficient(params, x, hs, dl, activation, propagate)
+            chunk = chunk_steps(B, params.hidden_size, params.dtype.itemsize)
+            hs, L, dl, dW_y, dc = _forward_local_loss(params, x, h0, activation, loss, targets, mask, chunk)
+            dW_x, dW_h, db, dh0, jvps = _backward_efficient(params, x, hs, dl, activation, propagate, chunk)
             adjoints, paths = dl, T
         else:
+            hs = forward_states(params, x, h0, activation)  # (T+1, B, H)
+            L, dl, dW_y, dc = _local_loss_gradient(params, hs, loss, targets, mask)
             adjoints, dW_x, dW_h, db, dh0, paths = _backward_naive(params, x, hs, dl, activation, propagate)
             jvps = paths
     grads = Params(W_x=dW_x, W_h=dW_h, b=db, W_y=dW_y, c=dc)
     # dh0 = g_1 W_h can overflow on its own; a non-finite adjoint always reaches db (g = f' * delta)
-    arrays = [*grads.as_dict().values(), dh0]
-    if not np.isfinite(L) or not all(np.all(np.isfinite(v)) for v in arrays):
+    arrays = (dW_x, dW_h, db, dW_y, dc, dh0)
+    if not np.isfinite(L) or not all(np.isfinite(v).all() for v in arrays):
         raise NonFiniteError(
             f"the loss or a gradient is not finite (loss = {L}): the network overflowed; "
             "lower the spectral radius, the input scale or the sequence length"

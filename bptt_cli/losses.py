@@ -94,34 +94,40 @@ def loss_and_grad(
     (L, dz) with dz of z's shape and dtype; 1/B and the mask are already applied.
     """
     T, B, V = z.shape
-    w = np.full((T, B), 1.0 / B, dtype=z.dtype) if mask is None else mask / z.dtype.type(B)  # (T, B)
+    N = T * B
+    # the per-(t, b) weight: the scalar 1/B without a mask (no (T, B) array, no broadcast product)
+    w = None if mask is None else (mask / z.dtype.type(B)).reshape(N, 1)  # (N, 1)
+    scale = z.dtype.type(1.0 / B)
+    if loss not in LOSSES:
+        raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
+    # rows of V values; in place in z only when z is one contiguous block (else reshape would copy)
+    dz = z if overwrite and z.flags.c_contiguous else np.array(z, order="C")
+    d2 = dz.reshape(N, V)  # (N, V) view of dz
     if loss == "xent":
-        dz = z if overwrite else z.copy()
-        # log-softmax, stable: subtract the row max before exponentiating
+        flat = dz.reshape(-1)  # (N V,) view of dz
+        pick = np.arange(0, N * V, V) + targets.reshape(N)  # (N,) flat index of each row's target
         # log-softmax, stable: shift by the row max, nll = log sum exp(z) - z_target
-        dz -= dz.max(axis=-1, keepdims=True)
-        z_true = np.take_along_axis(dz, targets[..., None], axis=-1)[..., 0]  # (T, B)
-        np.exp(dz, out=dz)
-        sum_exp = dz.sum(axis=-1)  # (T, B)
-        nll = np.log(sum_exp) - z_true
-        dz /= sum_exp[..., None]  # softmax p
-        p_true = np.take_along_axis(dz, targets[..., None], axis=-1)[..., 0]  # (T, B)
-        L = float(np.sum(w * nll))
+        d2 -= d2.max(axis=1, keepdims=True)
+        z_true = flat[pick]  # (N,)
+        np.exp(d2, out=d2)
+        sum_exp = d2.sum(axis=1)  # (N,)
+        nll = np.log(sum_exp)
+        nll -= z_true
+        d2 /= sum_exp[:, None]  # softmax p
         # back through softmax + log: dl/dy = p - onehot(target)
-        np.put_along_axis(dz, targets[..., None], p_true[..., None] - 1, axis=-1)
-        dz *= w[..., None]
-        return L, dz
-    if loss == "mse":
-        dz = z if overwrite else z.copy()
-        dz -= targets  # residual r = y - target
-        L = float(np.sum(w * np.mean(dz * dz, axis=-1)))
+        flat[pick] -= 1
+    elif loss == "mse":
+        d2 -= targets.reshape(N, V)  # residual r = y - target
+        nll = np.einsum("nv,nv->n", d2, d2) / z.dtype.type(V)  # mean over V of r^2
         # d/dy mean_v r^2 = 2 r / V
-        dz *= (2.0 / V) * w[..., None]
-        return L, dz
-    if loss == "half-square":
-        L = float(np.sum(w * 0.5 * np.einsum("tbh,tbh->tb", z, z)))
-        # d/dh 1/2 ||h||^2 = h
-        dz = z if overwrite else z.copy()
-        dz *= w[..., None]
-        return L, dz
-    raise ValueError(f"`loss` must be one of {', '.join(LOSSES)}; got {loss!r}")
+        d2 *= z.dtype.type(2.0 / V)
+    else:  # half-square
+        nll = z.dtype.type(0.5) * np.einsum("nh,nh->n", d2, d2)
+        # d/dh 1/2 ||h||^2 = h: dz is already h
+    if w is None:
+        L = float(nll.sum()) / B
+        d2 *= scale
+    else:
+        L = float(np.dot(w[:, 0], nll))
+        d2 *= w
+    return L, dz

@@ -9,6 +9,7 @@ Arrays are time-major: x is (T, B, D), states are (T + 1, B, H) with h_0 at inde
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -100,7 +101,7 @@ def check_positive_int(name: str, value: int, *, allow_zero: bool = False) -> in
 
 
 def check_finite(name: str, array: np.ndarray) -> None:
-    if not np.all(np.isfinite(array)):
+    if not np.isfinite(array).all():
         raise ValueError(f"`{name}` contains NaN or infinite values")
 
 
@@ -295,24 +296,80 @@ def check_inputs(params: Params, x: np.ndarray, h0: np.ndarray | None) -> tuple[
     return x.astype(params.dtype, copy=False), h0.astype(params.dtype, copy=False)
 
 
-def forward_states(params: Params, x: np.ndarray, h0: np.ndarray, activation: str) -> np.ndarray:
-    """The recurrence without validation or stored pre-activations: states (T + 1, B, H).
+# Steps per chunk: the chunk's (K, B, H) slice of the state buffer is about this many bytes, so it is
+# still in the (per-core, >= 512 KiB) L2 cache when the bulk products that follow the recurrence read it.
+CHUNK_BYTES = 1 << 18
 
-    The input projection x W_x^T + b for all steps is one matrix product, written straight
-    into the state buffer; the loop then only adds h_{t-1} W_h^T and applies f in place.
+
+def chunk_steps(batch: int, hidden: int, itemsize: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many time steps make one cache-sized chunk of a (T, B, H) array (at least 1)."""
+    return max(1, chunk_bytes // (batch * hidden * itemsize))
+
+
+def _recur(hs: np.ndarray, lo: int, hi: int, W_hT: np.ndarray, tmp: np.ndarray, activation: str) -> None:
+    """Steps lo+1..hi of the recurrence in place: hs[t] enters holding x_t W_x^T + b, leaves holding h_t.
+
+    W_hT is W_h^T as a C-contiguous copy: OpenBLAS multiplies (B, H) x (H, H) about 30% faster from a
+    contiguous operand than from the transposed view of W_h at B = 32, H = 256. The loop does three
+    numpy calls per step and allocates nothing (tmp is the (B, H) product buffer); np.dot with `out`
+    costs about 0.5 us less per call than np.matmul, which is most of a step at B = 1, H <= 64.
+    """
+    prev = hs[lo]
+    if activation == "tanh":
+        for cur in hs[lo + 1 : hi + 1]:
+            np.dot(prev, W_hT, out=tmp)
+            np.add(cur, tmp, out=cur)  # a_t
+            np.tanh(cur, out=cur)  # h_t = f(a_t)
+            prev = cur
+    elif activation == "relu":
+        for cur in hs[lo + 1 : hi + 1]:
+            np.dot(prev, W_hT, out=tmp)
+            np.add(cur, tmp, out=cur)
+            np.maximum(cur, 0, out=cur)
+            prev = cur
+    else:
+        check_choice("activation", activation, ACTIVATIONS)  # identity, or an error naming the choices
+        for cur in hs[lo + 1 : hi + 1]:
+            np.dot(prev, W_hT, out=tmp)
+            np.add(cur, tmp, out=cur)
+            prev = cur
+
+
+def iter_forward(
+    params: Params, x: np.ndarray, h0: np.ndarray, activation: str, hs: np.ndarray, chunk: int
+) -> Iterator[tuple[int, int]]:
+    """Fill hs (T + 1, B, H) with h_0..h_T chunk by chunk, yielding (lo, hi) once h_{lo+1}..h_hi are done.
+
+    A caller that works on hs[lo + 1 : hi + 1] between the yields finds it in cache. Per chunk, the
+    input projection x_t W_x^T + b of all its steps is one matrix product written straight into hs.
+    No validation (see `forward`); x must already have the parameters' dtype.
     """
     T, B, D = x.shape
     H = params.hidden_size
-    hs = np.empty((T + 1, B, H), dtype=params.dtype)  # (T+1, B, H)
     hs[0] = h0
-    np.matmul(x.reshape(T * B, D), params.W_x.T, out=hs[1:].reshape(T * B, H))
-    hs[1:] += params.b
-    W_hT = params.W_h.T
-    tmp = np.empty((B, H), dtype=params.dtype)  # (B, H) reused every step
-    for t in range(T):
-        np.matmul(hs[t], W_hT, out=tmp)
-        hs[t + 1] += tmp  # a_t
-        activate(hs[t + 1], activation, out=hs[t + 1])  # h_t = f(a_t)
+    W_xT = params.W_x.T
+    W_hT = np.ascontiguousarray(params.W_h.T)  # (H, H)
+    tmp = np.empty((B, H), dtype=hs.dtype)  # (B, H) reused every step
+    for lo in range(0, T, chunk):
+        hi = min(lo + chunk, T)
+        a = hs[lo + 1 : hi + 1].reshape((hi - lo) * B, H)  # (k B, H) view
+        np.matmul(x[lo:hi].reshape((hi - lo) * B, D), W_xT, out=a)
+        a += params.b
+        _recur(hs, lo, hi, W_hT, tmp, activation)
+        yield lo, hi
+
+
+def forward_states(params: Params, x: np.ndarray, h0: np.ndarray, activation: str) -> np.ndarray:
+    """The recurrence without validation or stored pre-activations: states (T + 1, B, H).
+
+    The input projection x W_x^T + b is a few large products (one per cache-sized chunk), written
+    straight into the state buffer; the loop then only adds h_{t-1} W_h^T and applies f in place.
+    """
+    T, B, _ = x.shape
+    H = params.hidden_size
+    hs = np.empty((T + 1, B, H), dtype=params.dtype)  # (T+1, B, H)
+    for _ in iter_forward(params, x, h0, activation, hs, chunk_steps(B, H, hs.itemsize)):
+        pass
     return hs
 
 
@@ -346,13 +403,13 @@ def forward(
     hs[0] = h0
     np.matmul(x.reshape(T * B, D), params.W_x.T, out=a.reshape(T * B, H))
     a += params.b
-    W_hT = params.W_h.T
-    tmp = np.empty((B, H), dtype=params.dtype)
+    W_hT = np.ascontiguousarray(params.W_h.T)  # (H, H); faster in BLAS than the transposed view
+    tmp = np.empty((B, H), dtype=params.dtype)  # (B, H) reused every step
     with np.errstate(over="ignore", invalid="ignore"):
-        for t in range(T):
+        for t, a_t in enumerate(a):
             np.matmul(hs[t], W_hT, out=tmp)
-            a[t] += tmp
-            activate(a[t], activation, out=hs[t + 1])
+            np.add(a_t, tmp, out=a_t)
+            activate(a_t, activation, out=hs[t + 1])
     return Trajectory(a=a, h=hs)
 
 
