@@ -6,12 +6,9 @@ module parses and validates the options, lays out the run folder (runfiles.py), 
 progress bar, turns Ctrl-C into a clean stop, and renders the result.
 """
 
-import shlex
-import signal
-import sys
-from enum import Enum
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -19,7 +16,7 @@ from typer._click.core import ParameterSource
 
 from bptt_cli import optim
 from bptt_cli import train as trainlib
-from bptt_cli.checkpoint import load_checkpoint, save_checkpoint
+from bptt_cli.checkpoint import save_checkpoint
 from bptt_cli.cli import (
     Activation,
     ActivationOpt,
@@ -36,130 +33,25 @@ from bptt_cli.cli import (
     command,
     usage_error,
 )
-from bptt_cli.commands.train_report import metrics_rows, render, results_document, run_summary
+from bptt_cli.commands.train_report import TrainProgress, metrics_rows, render, results_document, run_summary
+from bptt_cli.commands.train_setup import (
+    CHECKPOINT_KIND,
+    OptimizerName,
+    Sampling,
+    StopFlag,
+    TaskName,
+    command_line,
+    load_resume,
+    parse_fail_on,
+    resume_source,
+)
 from bptt_cli.model import init_params
 from bptt_cli.plots.train import training_plots
 from bptt_cli.runfiles import CONFIG, METRICS, MODEL, SUMMARY, MetricsLog, discard_folder, prepare_folder, write_json
 from bptt_cli.tasks import check_batch_size, make_task, sample_text
 from bptt_cli.truncation import SPEC_FORMS, parse_strategy
 
-FAIL_LABELS = ("exploding", "vanishing", "diverged")
-CHECKPOINT_KIND = "bptt-train"
 DEFAULTS = trainlib.DEFAULTS  # the embedded default run (train.py picks it)
-# what a resumed run may set anew; everything else comes from the checkpoint
-RESUMABLE = {
-    "steps",
-    "epochs",
-    "log_every",
-    "out",
-    "resume",
-    "fail_on",
-    "plots",
-    "json",
-    "quiet",
-    "sample_len",
-    "prime",
-}
-
-
-class TaskName(str, Enum):
-    recall = "recall"
-    adding = "adding"
-    sine = "sine"
-    text = "text"
-
-
-class Sampling(str, Enum):
-    sequential = "sequential"
-    random = "random"
-
-
-class OptimizerName(str, Enum):
-    sgd = "sgd"
-    momentum = "momentum"
-    adam = "adam"
-    adagrad = "adagrad"
-
-
-def parse_fail_on(text: str | None) -> list[str]:
-    """'exploding,diverged' -> ['exploding', 'diverged']; a usage error for anything else."""
-    if text is None:
-        return []
-    labels = [s.strip().lower() for s in text.split(",") if s.strip()]
-    bad = [s for s in labels if s not in FAIL_LABELS]
-    if bad or not labels:
-        usage_error("--fail-on", f"expected a comma-separated list of {', '.join(FAIL_LABELS)}; got {text!r}")
-    return list(dict.fromkeys(labels))
-
-
-def command_line(ctx: typer.Context) -> str:
-    """The command as typed (when run as a program) or, else, the options given, canonically."""
-    prog = Path(sys.argv[0]).name if sys.argv else ""
-    if prog in ("bptt", "__main__.py") and len(sys.argv) > 1 and sys.argv[1] == "train":
-        return shlex.join(["bptt", *sys.argv[1:]])
-    words = ["bptt", "train"]
-    for param in ctx.command.params:
-        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
-            continue
-        value = ctx.params[param.name]
-        flag = max(param.opts, key=len)
-        if isinstance(value, bool):
-            words += [flag] if value else []
-        else:
-            words += [flag, str(value.value if isinstance(value, Enum) else value)]
-    return shlex.join(words)
-
-
-class StopFlag:
-    """The first Ctrl-C asks training to stop after the current step; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "StopFlag":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: Ctrl-C keeps its default meaning
-            self._previous = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _resume_source(resume: Path) -> Path:
-    """--resume takes the run folder (its model.npz) or the checkpoint file itself."""
-    return resume / MODEL if resume.is_dir() else resume
-
-
-def _load_resume(ctx: typer.Context, resume: Path) -> tuple[dict, Any]:
-    """The saved options and the checkpoint; usage error for an option that would change the run."""
-    ckpt = load_checkpoint(_resume_source(resume))
-    saved = ckpt.config.get("options") if ckpt.config.get("kind") == CHECKPOINT_KIND else None
-    if not isinstance(saved, dict) or not isinstance(ckpt.config.get("train_state"), dict):
-        raise ValueError(f"--resume {resume}: the checkpoint was not written by `bptt train` (no training state)")
-    for name, value in ctx.params.items():
-        if name in RESUMABLE or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-            continue
-        value = value.value if isinstance(value, Enum) else value
-        value = str(value) if isinstance(value, Path) else value
-        if name in saved and saved[name] != value:
-            usage_error(
-                f"--{name.replace('_', '-')}",
-                f"cannot change it when resuming: the checkpoint's run has {saved[name]!r}; "
-                "only --steps/--epochs, --log-every, --out, --fail-on, --plots, --sample-len, --prime may change",
-            )
-    return saved, ckpt
 
 
 @command
@@ -231,7 +123,7 @@ def train(
     Ends with a verdict (exploding / vanishing / stable / diverged) and its evidence, a
     checkpoint, metrics.jsonl, summary.json and plots under --out."""
     fail_labels = parse_fail_on(fail_on)
-    saved, ckpt = _load_resume(ctx, resume) if resume is not None else (None, None)
+    saved, ckpt = load_resume(ctx, resume) if resume is not None else (None, None)
     if saved is not None:
         # the run's settings are the checkpoint's; only the RESUMABLE options are taken anew
         task = TaskName(saved["task"])
@@ -337,7 +229,7 @@ def train(
     # ---- the run folder: refuse to overwrite another run's checkpoint
     folder, created = prepare_folder(out if out is not None else Path("runs") / f"train-{_stamp()}")
     config["out"] = str(folder)
-    source = None if resume is None else _resume_source(resume).parent  # the folder resumed from
+    source = None if resume is None else resume_source(resume).parent  # the folder resumed from
     same_folder = source is not None and folder.resolve() == source.resolve()
     if not same_folder and (folder / MODEL).exists():
         discard_folder(folder, created, names=())
@@ -355,7 +247,7 @@ def train(
         raise
 
     o = Output(json, quiet)
-    with log, StopFlag() as stop, _progress(o, total, the_task.metric) as progress:
+    with log, StopFlag() as stop, TrainProgress(o, total, the_task.metric) as progress:
         start_step = 0 if state is None else state.step
 
         def on_row(row: dict) -> None:
@@ -414,12 +306,4 @@ def train(
 
 
 def _stamp() -> str:
-    import time
-
     return time.strftime("%Y%m%d-%H%M%S")
-
-
-def _progress(o: Output, total: int, metric: str):  # noqa: ANN202 - a context manager
-    from bptt_cli.commands.train_report import TrainProgress
-
-    return TrainProgress(o, total, metric)
