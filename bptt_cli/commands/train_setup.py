@@ -18,7 +18,6 @@ from bptt_cli.runfiles import MODEL
 
 FAIL_LABELS = ("exploding", "vanishing", "diverged")
 CHECKPOINT_KIND = "bptt-train"
-# what a resumed run may set anew; everything else comes from the checkpoint
 # the options a resumed run takes from the checkpoint
 SAVED_OPTIONS = (
     "task",
@@ -44,6 +43,7 @@ SAVED_OPTIONS = (
     "sample_len",
     "prime",
 )
+# what a resumed run may set anew; everything else comes from the checkpoint
 RESUMABLE = {
     "steps",
     "epochs",
