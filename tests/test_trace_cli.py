@@ -165,3 +165,35 @@ def test_inputs_shorter_than_seq_len(tmp_path):
 def test_forward_overflow_is_one_line():
     res = run("--activation", "identity", "--spectral-radius", "3", "-T", "1000", "--input-scale", "5", "--no-plot")
     one_line_error(res, "overflowed")
+
+
+def test_task_inputs_and_a_train_checkpoint(tmp_path):
+    doc = run_json("--task", "recall", "-H", "12", "--no-plot", "--no-lyapunov")
+    cfg = doc["config"]
+    assert (cfg["task"], cfg["seq_len"], cfg["loss_fn"], cfg["input"], cfg["output"]) == ("recall", 20, "xent", 8, 8)
+    # bptt train's checkpoint layout: the task and activation sit under "options"
+    p = init_params(np.random.default_rng(0), input_size=2, hidden_size=6, output_size=1)
+    opts = {"task": "adding", "seq_len": 30, "activation": "relu"}
+    ckpt = save_checkpoint(tmp_path / "model.npz", p, {"kind": "bptt-train", "options": opts})
+    doc = run_json("--model", str(ckpt), "-B", "4", "--no-plot", "--no-lyapunov")
+    cfg = doc["config"]
+    assert (cfg["task"], cfg["seq_len"], cfg["loss_fn"], cfg["activation"], cfg["batch"]) == (
+        "adding",
+        30,
+        "mse",
+        "relu",
+        4,
+    )
+    assert len(doc["results"]["per_step"]["t"]) == 30
+
+
+def test_task_bad_input(tmp_path):
+    (tmp_path / "short.txt").write_text("hello world, a short text\n" * 3)
+    res = run("--task", "text", "--text", str(tmp_path / "short.txt"), "-T", "500", "--no-plot")
+    one_line_error(res, "seq_len", "500")
+    assert run("--task", "bogus", "--no-plot").exit_code == 2
+    np.save(tmp_path / "x.npy", np.zeros((20, 2, 8)))
+    res = run("--task", "recall", "--inputs", str(tmp_path / "x.npy"), "--no-plot")
+    assert res.exit_code == 2 and "--inputs" in res.stderr
+    res = run("--task", "recall", "--loss-fn", "mse", "--no-plot")
+    assert res.exit_code == 2 and "--loss-fn" in res.stderr

@@ -8,6 +8,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from bptt_cli.checkpoint import load_checkpoint
 from bptt_cli.cli import (
     Activation,
     BatchOpt,
@@ -22,7 +23,6 @@ from bptt_cli.cli import (
     OutputOpt,
     QuietOpt,
     SeedOpt,
-    SeqLenOpt,
     SpectralRadiusOpt,
     command,
     out_dir,
@@ -31,6 +31,7 @@ from bptt_cli.cli import (
 from bptt_cli.report import document, fmt, table
 from bptt_cli.sources import resolve_params
 from bptt_cli.spectrum import lyapunov_exponents, reference_eigenvalues, singular_values
+from bptt_cli.tasks import TASKS, heldout_batch, make_task
 from bptt_cli.trace import JACOBIAN_MODES, TraceResult
 from bptt_cli.trace import trace as run_trace
 from bptt_cli.verdict import DEFAULT_TOL, Verdict, judge_gain, judge_matrix
@@ -127,7 +128,9 @@ def trace(
     loss_fn: Annotated[
         Loss | None, typer.Option("--loss-fn", help="Per-step loss [default: the checkpoint's, or xent].")
     ] = None,
-    seq_len: SeqLenOpt = 200,
+    seq_len: Annotated[
+        int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T (default: 200, or the task's).")
+    ] = None,
     batch: BatchOpt = 8,
     input_scale: Annotated[
         float, typer.Option("--input-scale", min=0.0, help="Std of the random inputs (large values saturate tanh).")
@@ -135,6 +138,15 @@ def trace(
     inputs: Annotated[
         Path | None, typer.Option("--inputs", help="Inputs from a .npy file, (T, B, D) or (T, D), instead of random.")
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="Inputs: random, or a held-out batch of a task (recall, adding, sine, text) "
+            "(default: the checkpoint's task, else random).",
+        ),
+    ] = None,
+    text: Annotated[Path | None, typer.Option("--text", help="The text file of --task text.")] = None,
     signal: Annotated[
         Signal, typer.Option("--loss", help="Signal the verdict uses: the last loss alone, or all losses.")
     ] = Signal.last,
@@ -164,8 +176,31 @@ def trace(
         usage_error("--input-scale", f"must be finite; got {input_scale}")
     o = Output(json, quiet)
     rng = np.random.default_rng(seed)
-    # a checkpoint brings its own activation and loss (unless the options say otherwise)
-    lf = loss_fn.value if loss_fn is not None else "xent"
+    # a checkpoint brings its own activation, loss and task (unless the options say otherwise)
+    saved: dict = {}
+    if model is not None and weights is None:
+        saved = load_checkpoint(model).config
+    opts = saved.get("options") if isinstance(saved.get("options"), dict) else saved  # bptt train's layout
+    task_name = task if task is not None else (opts.get("task") if isinstance(opts.get("task"), str) else "random")
+    if task_name not in ("random", *TASKS):
+        usage_error("--task", f"must be one of random, {', '.join(TASKS)}; got {task_name!r}")
+    if task_name != "random" and inputs is not None:
+        usage_error("--inputs", f"gives the inputs itself; it cannot be combined with the {task_name} task")
+    the_task = None
+    if task_name != "random":
+        the_task = make_task(
+            task_name,
+            seq_len=seq_len if seq_len is not None else opts.get("seq_len"),
+            symbols=int(opts.get("alphabet") or 8),
+            delay=int(opts.get("delay") or 10),
+            text=text if text is not None else opts.get("text"),
+        )
+        if loss_fn is not None and loss_fn.value != the_task.loss:
+            usage_error("--loss-fn", f"{loss_fn.value} does not match the {task_name} task's loss {the_task.loss}")
+        lf = the_task.loss
+        input_size, output = the_task.input_size, the_task.output_size
+    else:
+        lf = loss_fn.value if loss_fn is not None else str(opts.get("loss") or "xent")
     src = resolve_params(
         rng,
         model=model,
@@ -177,19 +212,21 @@ def trace(
         input_size=input_size,
         output_size=0 if lf == "half-square" else output,
     )
-    saved = src.config if isinstance(src.config, dict) else {}
-    task_cfg = saved.get("task") if isinstance(saved.get("task"), dict) else {}
-    act = activation.value if activation is not None else str(saved.get("activation") or "tanh")
-    if loss_fn is None:
-        lf = str(saved.get("loss") or task_cfg.get("loss") or "xent")
+    act = activation.value if activation is not None else str(opts.get("activation") or "tanh")
     params = src.params
     D, H, V = params.input_size, params.hidden_size, params.output_size
-    T, B = seq_len, batch
-    if inputs is not None:
-        x = load_inputs(inputs, T, B, D)
+    mask = None
+    if the_task is not None:  # a held-out batch of the task: its inputs, targets and loss mask
+        held = heldout_batch(the_task, rng, batch)
+        x, targets, mask = held.x, held.targets, held.mask
+        T, B = x.shape[0], x.shape[1]
     else:
-        x = input_scale * rng.normal(size=(T, B, D))  # (T, B, D)
-    targets = random_targets(rng, lf, T, B, V)
+        T, B = (seq_len if seq_len is not None else 200), batch
+        if inputs is not None:
+            x = load_inputs(inputs, T, B, D)
+        else:
+            x = input_scale * rng.normal(size=(T, B, D))  # (T, B, D)
+        targets = random_targets(rng, lf, T, B, V)
     config = dict(
         model=model,
         weights=weights,
@@ -205,6 +242,8 @@ def trace(
         batch=B,
         input_scale=input_scale,
         inputs=inputs,
+        task=task_name,
+        text=text if text is not None else (opts.get("text") if the_task is not None else None),
         loss=signal.value,
         eps=eps,
         tol=tol,
@@ -215,7 +254,7 @@ def trace(
         out=out,
         source=src.description,
     )
-    res = run_trace(params, x, targets, loss=lf, activation=act, eps=eps, jacobian=jacobian.value)
+    res = run_trace(params, x, targets, loss=lf, activation=act, mask=mask, eps=eps, jacobian=jacobian.value)
 
     W = params.W_h.astype(np.float64)
     rho = float(np.abs(reference_eigenvalues(W)[0]))
@@ -269,7 +308,7 @@ def trace(
         )
     o.show(
         table(
-            f"trace: {act} RNN, {lf} loss, T={T} B={B} H={H} ({src.description})",
+            f"trace: {act} RNN, {lf} loss, {task_name} inputs, T={T} B={B} H={H} ({src.description})",
             ["t", "k back", "||dl_T/dh_t||", "min", "max", "||dL/dh_t||", jac_name, "mean f'"],
             rows,
             caption="batch means of per-sequence norms; "
