@@ -25,7 +25,15 @@ def trace_plot(path: Path, result: TraceResult, *, signal: str = "last") -> Path
     k = np.arange(T)  # steps back from T
     last, total = result.last, result.total
     with np.errstate(invalid="ignore"):
-        ax.fill_between(k, last.log_min[::-1] / LN10, last.log_max[::-1] / LN10, color="C0", alpha=0.15, lw=0)
+        ax.fill_between(
+            k,
+            last.log_min[::-1] / LN10,
+            last.log_max[::-1] / LN10,
+            color="C0",
+            alpha=0.15,
+            lw=0,
+            label="min .. max over the batch",
+        )
     ax.plot(
         k,
         last.log_mean[::-1] / LN10,
