@@ -106,7 +106,7 @@ def render(o: Output, doc: dict, sample: str | None = None) -> None:
     rows = [
         ["task", f"{r['task']['task']} (T={c['seq_len']}, B={c['batch']}, H={c['hidden']}, {c['truncation']})"],
         ["steps", f"{r['steps_done']} of {r['steps_requested']}" + (" (interrupted)" if r["interrupted"] else "")],
-        [f"held-out {r['metric']}", fmt(r["final_metric"]) + (f"  (chance {fmt(r['chance'])})" if r["chance"] else "")],
+        [f"held-out {r['metric']}", fmt(r["final_metric"]) + _baseline(r["task"]["task"], r["chance"])],
         ["final training loss", fmt(r["final_loss"])],
         ["gradient norm (last log)", fmt(r["final_grad_norm"])],
         ["rho(W_h) (final)", fmt(r["final_rho"])],
@@ -137,6 +137,14 @@ def render(o: Output, doc: dict, sample: str | None = None) -> None:
 def _line(o: Output, text: str) -> None:
     if not o.quiet:
         o.console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
+# what the task's no-skill number is (tasks.Task.chance), in words
+BASELINES = {"recall": "chance", "adding": "always predicting 1", "text": "unigram perplexity of the file"}
+
+
+def _baseline(task: str, value: float | None) -> str:
+    return "" if value is None else f"  ({BASELINES.get(task, 'baseline')}: {fmt(value)})"
 
 
 def _cell(value: Any) -> str:
