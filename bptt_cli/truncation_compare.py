@@ -233,3 +233,16 @@ def verdict(stats: EstimatorReport, learned: list[str] | None) -> dict:
         reached_target=learned,
         message=msg,
     )
+
+
+def heavy_tail_note(stats: EstimatorReport, k: int, why: str) -> str:
+    """Why a random:P row can fail the 3-standard-error test although the estimator is unbiased."""
+    bad = [r for r in stats.rows if r.samples > 1 and not r.bias_consistent]
+    if not bad:
+        return ""
+    p = min(float(r.spec.split(":")[1]) for r in bad)
+    return (
+        f" {', '.join(b.spec for b in bad)}: unbiased in expectation, but a path of k steps survives with "
+        f"probability P^k and then weighs P^-k (P^{k} = {p**k:.2g} for k = {k}, {why}); the rare long paths "
+        "that make up the mean were not drawn, so the measured mean and its standard error miss them."
+    )

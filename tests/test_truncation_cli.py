@@ -139,3 +139,10 @@ def test_checkpoint_start(tmp_path):
     path2 = save_checkpoint(tmp_path / "w.npz", wrong, {})
     r = runner.invoke(app, ["compare-truncation", "--checkpoint", str(path2), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "input/output sizes 3/8" in r.stderr
+
+
+def test_checkpoint_does_not_apply_to_influence(tmp_path):
+    r = runner.invoke(
+        app, ["compare-truncation", "--task", "influence", "--checkpoint", "m.npz", "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 2 and "--checkpoint" in r.stderr and not any(tmp_path.iterdir())

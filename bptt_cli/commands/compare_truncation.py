@@ -28,7 +28,7 @@ from bptt_cli.cli import (
 from bptt_cli.plots.truncation import bias_cost_plot, cosine_plot, learning_curves_plot, sign_plot, theta_plot
 from bptt_cli.report import document, table
 from bptt_cli.truncation import SPEC_FORMS, estimator_statistics, parse_strategies
-from bptt_cli.truncation_compare import stat_rows, verdict
+from bptt_cli.truncation_compare import heavy_tail_note, stat_rows, verdict
 
 DEFAULT_STRATEGIES = "full,chunk:5,chunk:20,random:0.9,random:0.5"
 DEFAULT_SEQ_LEN = {"recall": 30, "influence": 200}  # others: the task's own default
@@ -48,19 +48,6 @@ class OptimizerName(str, Enum):
     sgd = "sgd"
     momentum = "momentum"
     adagrad = "adagrad"
-
-
-def heavy_tail_note(stats, k: int, why: str) -> str:
-    """Why a random:P row can fail the 3-standard-error test although the estimator is unbiased."""
-    bad = [r for r in stats.rows if r.samples > 1 and not r.bias_consistent]
-    if not bad:
-        return ""
-    p = min(float(r.spec.split(":")[1]) for r in bad)
-    return (
-        f" {', '.join(b.spec for b in bad)}: unbiased in expectation, but a path of k steps survives with "
-        f"probability P^k and then weighs P^-k (P^{k} = {p**k:.2g} for k = {k}, {why}); the rare long paths "
-        "that make up the mean were not drawn, so the measured mean and its standard error miss them."
-    )
 
 
 def stats_table(title: str, stats, caption: str):
@@ -93,7 +80,12 @@ def compare_truncation(
         str, typer.Option("--strategies", "-s", help=f"Comma-separated truncation specs: {SPEC_FORMS}.")
     ] = DEFAULT_STRATEGIES,
     task: Annotated[
-        TruncTask, typer.Option("--task", help="recall/adding/sine (an RNN task) or influence (Tallec & Ollivier).")
+        TruncTask,
+        typer.Option(
+            "--task",
+            help="recall/adding/sine (an RNN task) or influence (Tallec & Ollivier's linear system; "
+            "the network options do not apply to it).",
+        ),
     ] = TruncTask.recall,
     seq_len: Annotated[
         int | None, typer.Option("--seq-len", "-T", min=1, help="T [default: recall 30, influence 200, else task's].")
@@ -150,6 +142,8 @@ def compare_truncation(
         )
     if samples < 1:
         usage_error("--samples", f"must be at least 1; got {samples}")
+    if task == TruncTask.influence and checkpoint is not None:
+        usage_error("--checkpoint", "does not apply to --task influence (its one parameter theta starts at 0.5)")
     T = seq_len if seq_len is not None else DEFAULT_SEQ_LEN.get(task.value)
     lr_value = lr if lr is not None else DEFAULT_LR.get(task.value, 0.01)
     if lr_value <= 0:
