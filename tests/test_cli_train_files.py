@@ -133,7 +133,12 @@ def test_training_plots_writes_every_figure_even_with_gaps(tmp_path):
     rows = fake_rows(12, 10)
     rows[4]["loss"] = None
     rows[5]["grad_norm"] = None
-    paths = training_plots(tmp_path, rows, metric="accuracy", clip=1.0, chance=0.125, diverged_at=55)
+    events = [
+        {"step": 20, "kind": "spike", "grad_norm": 30.0},
+        {"step": 40, "kind": "vanishing", "since": 30},
+        {"step": 55, "kind": "diverged"},
+    ]
+    paths = training_plots(tmp_path, rows, metric="accuracy", clip=1.0, chance=0.125, diverged_at=55, events=events)
     names = [p.name for p in paths]
     assert names == ["train-curves.png", "train-grad-norm.png", "train-rho.png", "train-grad-heatmap.png"]
     for p in paths:

@@ -285,6 +285,7 @@ def train(
             clip=clip,
             chance=the_task.chance,
             diverged_at=result.diverged_at,
+            events=result.events,
         )
     summary = run_summary(result, the_task, config, folder, plots=written)
     sample = None

@@ -57,8 +57,17 @@ def curves_plot(
     return save(fig, path)
 
 
-def grad_norm_plot(path: Path, rows: Sequence[dict], *, clip: float | None, diverged_at: int | None = None) -> Path:
-    """Global gradient norm before clipping, log scale, with the clip threshold and clipped steps."""
+def grad_norm_plot(
+    path: Path,
+    rows: Sequence[dict],
+    *,
+    clip: float | None,
+    diverged_at: int | None = None,
+    events: Sequence[dict] = (),
+) -> Path:
+    """Global gradient norm before clipping, log scale, with the clip threshold, the clipped
+    steps, the detected spikes (every step is checked, not only logged ones) and the stretches
+    of vanishing norms."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     steps, norms = _series(rows, "grad_norm")
@@ -69,6 +78,19 @@ def grad_norm_plot(path: Path, rows: Sequence[dict], *, clip: float | None, dive
         at = {s: n for s, n in zip(steps, norms, strict=True)}
         xs = [s for s in clipped if at.get(s, 0) > 0]
         ax.scatter(xs, [at[s] for s in xs], s=8, color="C3", zorder=3, label=f"clipped ({len(clipped)} logged)")
+    spikes = [e for e in events if e.get("kind") == "spike" and isinstance(e.get("grad_norm"), (int, float))]
+    if spikes:
+        ax.scatter(
+            [e["step"] for e in spikes],
+            [e["grad_norm"] for e in spikes],
+            marker="^",
+            s=30,
+            color="C1",
+            zorder=4,
+            label=f"spike ({len(spikes)})",
+        )
+    for i, e in enumerate(e for e in events if e.get("kind") == "vanishing" and "since" in e):
+        ax.axvspan(e["since"], e["step"], color="grey", alpha=0.2, label="vanishing stretch" if i == 0 else None)
     if clip is not None:
         ax.axhline(clip, color="C2", linestyle="--", label=f"clip threshold {clip:g}")
     _mark_divergence(ax, diverged_at)
@@ -147,12 +169,16 @@ def training_plots(
     clip: float | None,
     chance: float | None = None,
     diverged_at: int | None = None,
+    events: Sequence[dict] = (),
 ) -> list[Path]:
-    """Every figure of a training run, written into `folder`; returns the paths written."""
+    """Every figure of a training run, written into `folder`; returns the paths written.
+
+    `events` are train.fit's spike / vanishing / diverged events (dicts with 'step', 'kind').
+    """
     folder = Path(folder)
     paths = [
         curves_plot(folder / "train-curves.png", rows, metric=metric, chance=chance, diverged_at=diverged_at),
-        grad_norm_plot(folder / "train-grad-norm.png", rows, clip=clip, diverged_at=diverged_at),
+        grad_norm_plot(folder / "train-grad-norm.png", rows, clip=clip, diverged_at=diverged_at, events=events),
         rho_plot(folder / "train-rho.png", rows, diverged_at=diverged_at),
     ]
     heat = heatmap_plot(folder / "train-grad-heatmap.png", rows)
