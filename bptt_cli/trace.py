@@ -129,73 +129,88 @@ def _rescale(v: np.ndarray, s: np.ndarray, c: np.ndarray, loss_ahead: np.ndarray
     c[:, 0] = np.exp(-np.maximum(st, -_C_MAX_LOG))
 
 
-def _propagate(fp: np.ndarray, dl: np.ndarray, W_h: np.ndarray, growth: float) -> np.ndarray:
+def _log_row_norms(v: np.ndarray) -> np.ndarray:
+    """ln of the Euclidean norms over the last axis of v (..., H); -inf for a zero row.
+
+    One einsum for all rows; the few whose squares under- or overflowed are redone with scaling.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        n2 = np.einsum("...h,...h->...", v, v)
+    bad = ~((n2 > _TINY_SQ) & np.isfinite(n2))
+    norms = np.sqrt(n2)
+    if bad.any():
+        norms[bad] = _row_norms(v[bad])
+    with np.errstate(divide="ignore"):
+        return np.log(norms)
+
+
+def _propagate(hs: np.ndarray, dl: np.ndarray, W_h: np.ndarray, activation: str, growth: float) -> np.ndarray:
     """Both recursions at once; returns the log norms (T, 2, B): [:, 0] total, [:, 1] last.
 
-    fp (T, B, H) f'(a_t); dl (T, B, H) dl_t/dh_t; growth: an upper bound of ||J_t|| per step.
+    hs (T+1, B, H) states; dl (T, B, H) dl_t/dh_t; growth: an upper bound of ||J_t|| per step.
+    Index j = t - 1 holds step t. Going back one chunk of K steps at a time, f'(a_t) is computed
+    for the chunk and laid out for both signals, the loop fills the chunk's v_j, and their norms
+    are taken in one pass while the chunk is in cache: memory beyond hs and dl is O(K B H).
     Every few steps (at most 1e60 of growth apart) the rows' norms are checked; rows outside
     [1e-60, 1e60] are rescaled. In the common case the total signal is never rescaled, so its
     scale stays 1 and dl_{t-1} is added as it is.
     """
-    T, B, H = fp.shape
-    buf = np.empty((T, 2, B, H))  # (T, 2, B, H) v_t of both signals, at their segment's scale
-    buf2 = buf.reshape(T, 2 * B, H)  # the same memory as (T, 2B, H) rows for the product
-    total = buf[:, 0]  # (T, B, H) view: the total signal's rows
-    Gbuf = np.empty((min(_CHUNK, T), 2, B, H))  # (K, 2, B, H) f'(a_t) * v_t for one chunk of steps
+    T, B, H = dl.shape
+    K = min(_CHUNK, T)
+    V = np.empty((K + 1, 2, B, H))  # (K+1, 2, B, H) v_j of both signals for j = lo..hi of a chunk
+    V2 = V.reshape(K + 1, 2 * B, H)  # the same memory as rows for the product
+    G = np.empty((K, 2, B, H))  # (K, 2, B, H) f'(a_{j+1}), then f'(a_{j+1}) * v_{j+1}
+    G2 = G.reshape(K, 2 * B, H)
     tmp = np.empty((B, H))
     n2 = np.empty(2 * B)  # squared row norms at a check
     s = np.zeros((2, B))  # log scale of the current segment
     c = np.ones((B, 1))  # exp(-s_total): dl enters v at the segment's scale
+    S = np.empty((T, 2, B))  # the log scale each v_j was written at
+    logn = np.empty((T, 2, B))
     has_dl = dl.reshape(T, -1).any(axis=1).tolist()  # (T,) steps that have a loss at all
-    # loss_ahead[t, b]: some step < t of sequence b has a loss (the total will still receive one)
+    # loss_ahead[j, b]: some step before j of sequence b has a loss (the total will still receive one)
     loss_ahead = np.zeros((T, B), dtype=bool)
     loss_ahead[1:] = np.logical_or.accumulate(dl.any(axis=2), axis=0)[:-1]
     decades = math.log10(growth) if growth > 1 else 0.0
     every = _CHECK_EVERY if decades * _CHECK_EVERY <= _GROWTH_DECADES else max(1, int(_GROWTH_DECADES / decades))
-    buf[T - 1, 0] = dl[T - 1]
-    buf[T - 1, 1] = dl[T - 1]
-    _rescale(buf[T - 1], s, c, loss_ahead[T - 1])
+    carry = np.empty((2, B, H))  # v of the newest step done: both signals start as dl_T/dh_T
+    carry[0] = dl[T - 1]
+    carry[1] = dl[T - 1]
+    _rescale(carry, s, c, loss_ahead[T - 1])
     unit_c = bool(np.all(c == 1.0))
-    segments = [(T - 1, s.copy())]  # (first index stored at this scale, counting down; the scale)
+    S[T - 1] = s
+    logn[T - 1] = _log_row_norms(carry) + s
     countdown = every
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        for hi in range(T - 1, 0, -_CHUNK):  # a cache-sized chunk of steps i = hi .. lo + 1
-            lo = max(0, hi - _CHUNK)
-            Gc = Gbuf[: hi - lo]
-            Gc[:] = fp[lo + 1 : hi + 1, None]  # f'(a_t) for both signals, so the loop multiplies like shapes
-            Gc2 = Gc.reshape(hi - lo, 2 * B, H)
-            for i in range(hi, lo, -1):
-                g = Gc2[i - lo - 1]  # (2B, H)
-                np.multiply(g, buf2[i], out=g)  # back through f: f'(a_t) * v_t, both signals
-                np.matmul(g, W_h, out=buf2[i - 1])  # back through W_h: one (2B, H) x (H, H) product
-                if has_dl[i - 1]:  # the total signal receives dl_{t-1}, at its scale exp(-s)
+        for hi in range(T - 1, 0, -K):  # this chunk fills v_j for j = hi - 1 .. lo from v_hi
+            lo = max(0, hi - K)
+            n = hi - lo
+            V[n] = carry
+            activation_derivative(hs[lo + 2 : hi + 2], activation, out=G[:n, 0])  # f'(a_{j+1})
+            G[:n, 1] = G[:n, 0]
+            S[lo:hi] = s
+            for j in range(hi - 1, lo - 1, -1):
+                r = j - lo
+                g = G2[r]  # (2B, H)
+                np.multiply(g, V2[r + 1], out=g)  # back through f: f'(a_{j+1}) * v_{j+1}, both signals
+                np.matmul(g, W_h, out=V2[r])  # back through W_h: one (2B, H) x (H, H) product
+                if has_dl[j]:  # the total signal receives dl_j, at its scale exp(-s)
                     if unit_c:
-                        np.add(total[i - 1], dl[i - 1], out=total[i - 1])
+                        np.add(V[r, 0], dl[j], out=V[r, 0])
                     else:
-                        np.multiply(dl[i - 1], c, out=tmp)
-                        np.add(total[i - 1], tmp, out=total[i - 1])
+                        np.multiply(dl[j], c, out=tmp)
+                        np.add(V[r, 0], tmp, out=V[r, 0])
                 countdown -= 1
                 if countdown == 0:
                     countdown = every
-                    np.einsum("ij,ij->i", buf2[i - 1], buf2[i - 1], out=n2)
+                    np.einsum("ij,ij->i", V2[r], V2[r], out=n2)
                     if n2.max() > _HI2 or (n2.min() < _LO2 and np.min(n2, where=n2 > 0, initial=np.inf) < _LO2):
-                        _rescale(buf[i - 1], s, c, loss_ahead[i - 1])
+                        _rescale(V[r], s, c, loss_ahead[j])
                         unit_c = bool(np.all(c == 1.0))
-                        segments.append((i - 1, s.copy()))
-    # the log scale each stored v_t was written at
-    S = np.empty((T, 2, B))
-    ends = [j for j, _ in segments[1:]] + [-1]  # each scale holds from its index down to the next rescaling
-    for (j, scale), nxt in zip(segments, ends, strict=True):
-        S[nxt + 1 : j + 1] = scale
-    with np.errstate(over="ignore", under="ignore"):
-        n2 = np.einsum("tjbh,tjbh->tjb", buf, buf)  # (T, 2, B)
-    # squares that under- or overflowed: recompute those few norms with scaling
-    bad = ~((n2 > _TINY_SQ) & np.isfinite(n2))
-    norms = np.sqrt(n2)
-    if bad.any():
-        norms[bad] = _row_norms(buf[bad])
-    with np.errstate(divide="ignore"):
-        return np.log(norms) + S
+                        S[lo : j + 1] = s  # v_j and everything below it in this chunk: the new scale
+            logn[lo:hi] = _log_row_norms(V[:n]) + S[lo:hi]
+            carry[...] = V[0]
+    return logn
 
 
 def _batch_stats(log_norms: np.ndarray) -> Signal:
@@ -208,19 +223,27 @@ def _batch_stats(log_norms: np.ndarray) -> Signal:
     return Signal(log_mean=log_mean, log_min=np.min(log_norms, axis=1), log_max=top)
 
 
-def _jacobian_norms(fp: np.ndarray, W_h: np.ndarray, sigma_max: float, mode: str) -> tuple[np.ndarray, str]:
-    """(T,) batch mean of ||diag(f'(a_t)) W_h||_2, exact when cheap (or asked), else the bound."""
-    T, B, H = fp.shape
+def _jacobian_stats(
+    hs: np.ndarray, activation: str, W_h: np.ndarray, sigma_max: float, mode: str
+) -> tuple[np.ndarray, str, np.ndarray]:
+    """Per step t: batch mean of ||diag(f'(a_t)) W_h||_2 (exact when cheap or asked, else the bound
+    max f'(a_t) * sigma_max(W_h)), its kind, and the batch mean of mean_i f'(a_t)_i. Chunked over t."""
+    T1, B, H = hs.shape
+    T = T1 - 1
     exact = mode == "exact" or (mode == "auto" and T * B * H**3 <= EXACT_BUDGET)
-    if not exact:
-        return fp.max(axis=2).mean(axis=1) * sigma_max, "bound"
-    norms = np.empty(T * B)
-    flat = fp.reshape(T * B, H)
-    chunk = max(1, 2**20 // (H * H))  # about 8 MB of matrices at a time
-    for lo in range(0, T * B, chunk):
-        mats = flat[lo : lo + chunk, :, None] * W_h  # (chunk, H, H) rows scaled by f'
-        norms[lo : lo + chunk] = np.linalg.norm(mats, ord=2, axis=(1, 2))
-    return norms.reshape(T, B).mean(axis=1), "exact"
+    jac = np.empty(T)
+    sat = np.empty(T)
+    K = max(1, min(T, 2**20 // (B * H * (H if exact else 1))))  # about 8 MB of f' (or of matrices)
+    for lo in range(0, T, K):
+        hi = min(T, lo + K)
+        fp = activation_derivative(hs[lo + 1 : hi + 1], activation)  # (k, B, H) f'(a_t)
+        sat[lo:hi] = fp.mean(axis=(1, 2))
+        if exact:
+            mats = fp[..., None] * W_h  # (k, B, H, H) rows of W_h scaled by f'
+            jac[lo:hi] = np.linalg.norm(mats, ord=2, axis=(2, 3)).mean(axis=1)
+        else:
+            jac[lo:hi] = fp.max(axis=2).mean(axis=1) * sigma_max
+    return jac, "exact" if exact else "bound", sat
 
 
 def trace(
@@ -282,12 +305,11 @@ def trace(
         L, dl, _, _ = _local_loss_gradient(params, hs, loss, targets, mask)  # dl (T, B, H)
     if not (math.isfinite(L) and np.all(np.isfinite(dl))):
         raise ValueError(f"the loss or its gradient is not finite (loss = {L}): the outputs overflowed")
-    fp = activation_derivative(hs[1:], activation)  # (T, B, H) f'(a_t)
     W_h = params.W_h
     sigma_max = float(np.linalg.norm(W_h, ord=2))
     gamma = ACTIVATION_GAMMA[activation]
 
-    log_norms = _propagate(fp, dl, W_h, gamma * sigma_max)  # (T, 2, B)
+    log_norms = _propagate(hs, dl, W_h, activation, gamma * sigma_max)  # (T, 2, B)
     total, last = _batch_stats(log_norms[:, 0]), _batch_stats(log_norms[:, 1])
     back_last = last.log_mean[::-1]  # index k = steps back from T
     fit = fit_gain(back_last)
@@ -295,13 +317,13 @@ def trace(
     horizon = memory_horizon(back_last, fit, eps)
     window = None if horizon.steps is None else max(1, math.ceil(horizon.steps))
     log_start = float(last.log_mean[0] - last.log_mean[-1])
-    jac, kind = _jacobian_norms(fp, W_h, sigma_max, jacobian)
+    jac, kind, saturation = _jacobian_stats(hs, activation, W_h, sigma_max, jacobian)
     return TraceResult(
         total=total,
         last=last,
         jacobian_norm=jac,
         jacobian_kind=kind,
-        saturation=fp.mean(axis=2).mean(axis=1),
+        saturation=saturation,
         sigma_max=sigma_max,
         fit=fit,
         fit_total=fit_total,
