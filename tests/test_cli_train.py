@@ -252,6 +252,16 @@ def test_bad_input_one_line_and_nothing_left(tmp_path, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_a_library_rejection_before_training_leaves_nothing(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("`batch_size` must be positive; got 0")
+
+    monkeypatch.setattr(trainlib, "fit", refuse)
+    res = invoke(*TINY, "--steps", "3", "--out", str(tmp_path / "run"))
+    assert res.exit_code == 1 and res.stderr == "bptt: error: `batch_size` must be positive; got 0\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_finished_run_is_never_overwritten(tmp_path):
     out = tmp_path / "run"
     assert invoke(*TINY, "--steps", "2", "--out", str(out), "-q").exit_code == 0

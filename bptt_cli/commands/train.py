@@ -247,29 +247,38 @@ def train(
         raise
 
     o = Output(json, quiet)
-    with log, StopFlag() as stop, TrainProgress(o, total, the_task.metric) as progress:
-        start_step = 0 if state is None else state.step
+    rows_written = 0
 
-        def on_row(row: dict) -> None:
-            log.write(row)
-            progress.update(row, start_step)
+    def on_row(row: dict) -> None:
+        nonlocal rows_written
+        log.write(row)
+        rows_written += 1
+        progress.update(row)
 
-        result = trainlib.fit(
-            params,
-            the_task,
-            steps=total,
-            rng=rng,
-            optimizer=opt,
-            truncation=strategy,
-            batch_size=batch,
-            activation=activation.value,
-            clip=clip,
-            clip_value=clip_value,
-            log_every=log_every,
-            resume=state,
-            callback=on_row,
-            should_stop=stop,
-        )
+    start = 0 if state is None else state.step
+    with log, StopFlag() as stop, TrainProgress(o, total, the_task.metric, start=start) as progress:
+        try:
+            result = trainlib.fit(
+                params,
+                the_task,
+                steps=total,
+                rng=rng,
+                optimizer=opt,
+                truncation=strategy,
+                batch_size=batch,
+                activation=activation.value,
+                clip=clip,
+                clip_value=clip_value,
+                log_every=log_every,
+                resume=state,
+                callback=on_row,
+                should_stop=stop,
+            )
+        except ValueError:
+            if not same_folder and rows_written == 0:  # rejected before training: leave nothing behind
+                log.close()
+                discard_folder(folder, created)
+            raise
 
     # ---- save: the parameters are the last finite ones, never NaN
     arrays, meta = result.state.to_checkpoint()

@@ -22,7 +22,7 @@ class TrainProgress:
     (stdout keeps the one JSON document).
     """
 
-    def __init__(self, o: Output, total: int, metric: str) -> None:
+    def __init__(self, o: Output, total: int, metric: str, *, start: int = 0) -> None:
         self.metric = metric
         self.total = total
         self._progress: Progress | None = None
@@ -38,9 +38,9 @@ class TrainProgress:
                 console=Console(stderr=True, highlight=False),
                 transient=False,
             )
-            self._task = self._progress.add_task("train", total=total, status="")
+            self._task = self._progress.add_task("train", total=total, completed=start, status="")
 
-    def update(self, row: dict, start_step: int) -> None:
+    def update(self, row: dict) -> None:
         if self._progress is None:
             return
         if "event" in row:
