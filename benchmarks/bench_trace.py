@@ -22,6 +22,7 @@ import platform
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 # One BLAS thread: the per-step products are (1, 64) x (64, 64), where extra threads only add
@@ -56,6 +57,16 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def peak_mb(fn) -> float:
+    """Peak of numpy's traced allocations during one call (tracemalloc sees numpy's buffers)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 1e6
+    finally:
+        tracemalloc.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq-len", type=int, default=100_000)
@@ -78,6 +89,7 @@ def main() -> None:
             t_base.append(timed(base))
             t_trace.append(timed(tr))
         ratios = [b / a for a, b in zip(t_base, t_trace, strict=True)]
+        mem_base, mem_trace = peak_mb(base), peak_mb(tr)
         r = trace(p, x, tg, loss="xent", activation="tanh", jacobian="bound")
         rows.append(
             dict(
@@ -90,6 +102,8 @@ def main() -> None:
                 ratio_max=max(ratios),
                 us_per_step_bptt=1e6 * min(t_base) / T,
                 us_per_step_trace=1e6 * min(t_trace) / T,
+                peak_mb_bptt=mem_base,
+                peak_mb_trace=mem_trace,
                 measured_gain=r.fit.gain,
                 horizon=r.horizon.steps,
             )
@@ -98,12 +112,14 @@ def main() -> None:
     print(f"trace vs bptt.gradients: B={B} T={T} H={H} D={D} V={V}, tanh, xent, {args.repeats} alternating runs each")
     print("times are the best of the runs; ratio = best trace / best bptt; median and range of per-pair ratios")
     print(
-        f"{'regime':10s} {'bptt s':>8s} {'trace s':>8s} {'ratio':>6s} {'median':>6s} {'(min..max)':>13s} {'gain':>7s}"
+        f"{'regime':10s} {'bptt s':>8s} {'trace s':>8s} {'ratio':>6s} {'median':>6s} {'(min..max)':>13s} "
+        f"{'peak MB':>13s} {'gain':>7s}"
     )
     for r in rows:
         print(
             f"{r['regime']:10s} {r['bptt_s']:8.3f} {r['trace_s']:8.3f} {r['ratio']:6.2f} {r['ratio_median']:6.2f} "
-            f"({r['ratio_min']:.2f}..{r['ratio_max']:.2f}) {r['measured_gain']:7.4f}"
+            f"({r['ratio_min']:.2f}..{r['ratio_max']:.2f}) {r['peak_mb_bptt']:6.0f}/{r['peak_mb_trace']:<6.0f} "
+            f"{r['measured_gain']:7.4f}"
         )
     machine = dict(
         python=platform.python_version(),
