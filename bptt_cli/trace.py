@@ -316,7 +316,8 @@ def trace(
     fit_total = fit_gain(total.log_mean[::-1])
     horizon = memory_horizon(back_last, fit, eps)
     window = None if horizon.steps is None else max(1, math.ceil(horizon.steps))
-    log_start = float(last.log_mean[0] - last.log_mean[-1])
+    with np.errstate(invalid="ignore"):  # -inf - -inf: no last loss at all, the fraction is undefined (NaN)
+        log_start = float(last.log_mean[0] - last.log_mean[-1])
     jac, kind, saturation = _jacobian_stats(hs, activation, W_h, sigma_max, jacobian)
     return TraceResult(
         total=total,

@@ -263,3 +263,37 @@ def test_bad_input_is_a_value_error():
     big = with_recurrent(p, 3.0 * orthogonal(np.random.default_rng(0), p.hidden_size))
     with pytest.raises(ValueError, match="forward pass overflowed"):
         trace(big, np.ones((800, 3, 3)), np.zeros((800, 3), int), activation="identity")
+
+
+@pytest.mark.parametrize("T", [1, 2, 255, 256, 257, 700])
+def test_chunk_edges_against_gradients(T):
+    """The backward runs in 256-step chunks and rescales every 16 steps: check every step, both signals."""
+    p, _, _, rng = random_problem("tanh", "xent", H=7, rho=1.4, seed=T)
+    B = 3
+    x = rng.normal(size=(T, B, 3))
+    tg = rng.integers(0, 4, size=(T, B))
+    mask = (rng.random((T, B)) < 0.5).astype(float)
+    mask[-1] = 1.0
+    r = trace(p, x, tg, mask=mask)
+    n = np.linalg.norm(gradients(p, x, tg, mask=mask).adjoints, axis=2)
+    assert_allclose(r.total.log_mean, np.log(n.mean(axis=1)), rtol=0, atol=1e-10)
+    last_only = np.zeros_like(mask)
+    last_only[-1] = 1.0
+    n_last = np.linalg.norm(gradients(p, x, tg, mask=last_only).adjoints, axis=2)
+    assert_allclose(r.last.log_max, np.log(n_last.max(axis=1)), rtol=0, atol=1e-10)
+
+
+def test_no_last_loss_is_undetermined():
+    from bptt_cli.commands.trace import make_verdict
+
+    p, x, tg, _ = random_problem("tanh", "xent")
+    T, B, _ = x.shape
+    mask = np.ones((T, B))
+    mask[-1] = 0.0  # l_T is not scored: the last loss sends nothing back
+    r = trace(p, x, tg, mask=mask)
+    assert np.all(r.last.log_mean == -np.inf)
+    assert r.fit.points == 0 and math.isnan(r.fit.gain)
+    assert r.horizon.method == "undetermined" and r.suggested_window is None
+    assert np.all(np.isfinite(r.total.log_mean[:-1])) and r.total.log_mean[-1] == -np.inf
+    assert make_verdict(r, "last", 0.02, {}).label == "undetermined"
+    assert make_verdict(r, "all", 0.02, {}).label in ("exploding", "vanishing", "stable")
