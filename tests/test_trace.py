@@ -297,3 +297,28 @@ def test_no_last_loss_is_undetermined():
     assert np.all(np.isfinite(r.total.log_mean[:-1])) and r.total.log_mean[-1] == -np.inf
     assert make_verdict(r, "last", 0.02, {}).label == "undetermined"
     assert make_verdict(r, "all", 0.02, {}).label in ("exploding", "vanishing", "stable")
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_against_torch_autograd(activation):
+    """dL/dh_t and dl_T/dh_t from torch's autograd on the same network (h_t.grad of the two losses)."""
+    torch = pytest.importorskip("torch")
+    p, x, tg, _ = random_problem(activation, "xent", T=15, B=3, H=6, rho=1.2, seed=9)
+    T, B, _ = x.shape
+    r = trace(p, x, tg, activation=activation)
+    f = {"tanh": torch.tanh, "relu": torch.relu}[activation]
+    P = {k: torch.tensor(v, dtype=torch.float64) for k, v in p.as_dict().items()}
+    for which in ("total", "last"):
+        h = torch.zeros(B, p.hidden_size, dtype=torch.float64, requires_grad=True)  # a graph to hang h_t on
+        states, losses = [], []
+        for t in range(T):
+            h = f(torch.tensor(x[t]) @ P["W_x"].T + h @ P["W_h"].T + P["b"])
+            h.retain_grad()
+            states.append(h)
+            y = h @ P["W_y"].T + P["c"]
+            losses.append(torch.nn.functional.cross_entropy(y, torch.tensor(tg[t]), reduction="sum") / B)
+        (sum(losses) if which == "total" else losses[-1]).backward()
+        norms = torch.stack([s.grad.norm(dim=1) for s in states]).numpy()  # (T, B)
+        sig = r.total if which == "total" else r.last
+        assert_allclose(np.exp(sig.log_mean), norms.mean(axis=1), rtol=1e-10)
+        assert_allclose(np.exp(sig.log_max), norms.max(axis=1), rtol=1e-10)
