@@ -123,10 +123,11 @@ def trace(
     output: OutputOpt = 4,
     activation: Annotated[
         Activation | None,
-        typer.Option("--activation", help="Hidden activation f [default: the checkpoint's, or tanh]."),
+        typer.Option("--activation", help="Hidden activation f (default: the checkpoint's, or tanh)."),
     ] = None,
     loss_fn: Annotated[
-        Loss | None, typer.Option("--loss-fn", help="Per-step loss [default: the checkpoint's, or xent].")
+        Loss | None,
+        typer.Option("--loss-fn", help="Per-step loss (default: the task's or the checkpoint's, else xent)."),
     ] = None,
     seq_len: Annotated[
         int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T (default: 200, or the task's).")
