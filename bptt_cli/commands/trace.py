@@ -38,6 +38,7 @@ from bptt_cli.verdict import DEFAULT_TOL, Verdict, judge_gain, judge_matrix
 
 Signal = Enum("Signal", {"last": "last", "all": "all"}, type=str)
 Jacobian = Enum("Jacobian", {m: m for m in JACOBIAN_MODES}, type=str)
+TaskChoice = Enum("TaskChoice", {n: n for n in ("random", *TASKS)}, type=str)
 
 
 def fmt_ln(ln: float, digits: int = 4) -> str:
@@ -140,7 +141,7 @@ def trace(
         Path | None, typer.Option("--inputs", help="Inputs from a .npy file, (T, B, D) or (T, D), instead of random.")
     ] = None,
     task: Annotated[
-        str | None,
+        TaskChoice | None,
         typer.Option(
             "--task",
             help="Inputs: random, or a held-out batch of a task (recall, adding, sine, text) "
@@ -182,9 +183,9 @@ def trace(
     if model is not None and weights is None:
         saved = load_checkpoint(model).config
     opts = saved.get("options") if isinstance(saved.get("options"), dict) else saved  # bptt train's layout
-    task_name = task if task is not None else (opts.get("task") if isinstance(opts.get("task"), str) else "random")
+    task_name = task.value if task is not None else opts.get("task") if isinstance(opts.get("task"), str) else "random"
     if task_name not in ("random", *TASKS):
-        usage_error("--task", f"must be one of random, {', '.join(TASKS)}; got {task_name!r}")
+        raise ValueError(f"{model}: the checkpoint's task {task_name!r} is not one of {', '.join(TASKS)}")
     if task_name != "random" and inputs is not None:
         usage_error("--inputs", f"gives the inputs itself; it cannot be combined with the {task_name} task")
     the_task = None
