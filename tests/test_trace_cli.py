@@ -197,3 +197,14 @@ def test_task_bad_input(tmp_path):
     assert res.exit_code == 2 and "--inputs" in res.stderr
     res = run("--task", "recall", "--loss-fn", "mse", "--no-plot")
     assert res.exit_code == 2 and "--loss-fn" in res.stderr
+
+
+def test_plot_only_with_out_or_plot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    doc = run_json("-T", "20", "-B", "2", "-H", "4", "--no-lyapunov")
+    assert "plots" not in doc["results"] and not (tmp_path / "runs").exists()
+    doc = run_json("-T", "20", "-B", "2", "-H", "4", "--no-lyapunov", "--plot")
+    (plot,) = doc["results"]["plots"]
+    assert plot.startswith("runs/trace-") and (tmp_path / plot).is_file()
+    res = run("--verdict-tol", "1.5")
+    assert res.exit_code == 2 and "--verdict-tol" in res.stderr

@@ -153,14 +153,18 @@ def trace(
         Signal, typer.Option("--loss", help="Signal the verdict uses: the last loss alone, or all losses.")
     ] = Signal.last,
     eps: Annotated[float, typer.Option("--eps", help="Horizon: the fraction of ||dl_T/dh_T||, in (0, 1).")] = 1e-3,
-    tol: Annotated[float, typer.Option("--tol", help="Verdict: gains within 1 +- tol are stable.")] = DEFAULT_TOL,
+    tol: Annotated[
+        float, typer.Option("--verdict-tol", help="A per-step gain within 1 +- tol is stable.")
+    ] = DEFAULT_TOL,
     jacobian: Annotated[
         Jacobian, typer.Option("--jacobian", help="||J_t||: exact spectral norm, its cheap bound, or auto.")
     ] = Jacobian.auto,
     lyapunov: Annotated[
         bool, typer.Option("--lyapunov/--no-lyapunov", help="Also measure the Lyapunov gain (QR method).")
     ] = True,
-    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write the plot under --out.")] = True,
+    plot: Annotated[
+        bool | None, typer.Option("--plot/--no-plot", help="Write the plot (default: when --out is given).")
+    ] = None,
     seed: SeedOpt = 0,
     out: OutOpt = None,
     json: JsonOpt = False,
@@ -173,9 +177,10 @@ def trace(
     if not (math.isfinite(eps) and 0 < eps < 1):
         usage_error("--eps", f"must be in (0, 1); got {eps:g}")
     if not (math.isfinite(tol) and 0 <= tol < 1):
-        usage_error("--tol", f"must be in [0, 1); got {tol:g}")
+        usage_error("--verdict-tol", f"must be in [0, 1); got {tol:g}")
     if not math.isfinite(input_scale):
         usage_error("--input-scale", f"must be finite; got {input_scale}")
+    plot = plot if plot is not None else out is not None
     o = Output(json, quiet)
     rng = np.random.default_rng(seed)
     # a checkpoint brings its own activation, loss and task (unless the options say otherwise)
@@ -248,7 +253,7 @@ def trace(
         text=text if text is not None else (opts.get("text") if the_task is not None else None),
         loss=signal.value,
         eps=eps,
-        tol=tol,
+        verdict_tol=tol,
         jacobian=jacobian.value,
         lyapunov=lyapunov,
         plot=plot,
