@@ -237,9 +237,11 @@ def _subspace(matvec: Matvec, n: int, v: np.ndarray, block: int, max_iter: int, 
 # ---------------------------------------------------------------------------- Krylov-Schur
 
 
-def _krylov(matvec: Matvec, n: int, v: np.ndarray, m: int, nev: int, max_iter: int, tol: float) -> PowerResult:
+def _krylov(
+    matvec: Matvec, n: int, v: np.ndarray, m: int, nev: int, max_iter: int, tol: float, keep: int | None = None
+) -> PowerResult:
     m = min(m, n)
-    keep = max(1, m // 2)
+    keep = max(1, m // 2) if keep is None else min(keep, m - 2)
     V = np.zeros((n, m + 1))  # (n, m+1) orthonormal Krylov-Schur basis
     Hm = np.zeros((m + 1, m))  # (m+1, m): W V[:, :m] = V Hm
     V[:, 0] = v
@@ -255,20 +257,24 @@ def _krylov(matvec: Matvec, n: int, v: np.ndarray, m: int, nev: int, max_iter: i
             w = matvec(V[:, j])
             mv += 1
             Vj = V[:, : j + 1]
+            norm_w = float(np.linalg.norm(w))
             h = Vj.T @ w
             w = w - Vj @ h
-            h2 = Vj.T @ w  # second pass of classical Gram-Schmidt: orthogonal to working precision
-            w -= Vj @ h2
-            h += h2
             beta = float(np.linalg.norm(w))
+            if beta < 0.717 * norm_w:  # heavy cancellation (DGKS test): a second Gram-Schmidt pass
+                h2 = Vj.T @ w
+                w -= Vj @ h2
+                h += h2
+                beta = float(np.linalg.norm(w))
             Hm[: j + 1, j] = h
             Hm[j + 1, j] = beta
             scale = max(scale, float(np.linalg.norm(h)), beta)
             breakdown = beta <= 1e-13 * scale or j + 1 == n
-            # the small eigenproblem costs more than a matvec for modest n: solve it after every
-            # step of the first cycle (small and warm-started problems finish there), then once
-            # per restart cycle
-            if not (cycle == 0 or j == m - 1 or breakdown or mv >= max_iter):
+            # the small eigenproblem costs more than a matvec for modest n: solve it after the
+            # first few steps and every 4th of the first cycle (small and warm-started problems
+            # finish there), then once per restart cycle
+            early = cycle == 0 and (j < 4 or j % 4 == 3)
+            if not (early or j == m - 1 or breakdown or mv >= max_iter):
                 V[:, j + 1] = w / beta
                 continue
             th, S = np.linalg.eig(Hm[: j + 1, : j + 1])
@@ -297,7 +303,7 @@ def _krylov(matvec: Matvec, n: int, v: np.ndarray, m: int, nev: int, max_iter: i
             V[:, j + 1] = w / beta
         # restart: reorder the Schur form so the `keep` Ritz values of largest modulus lead
         Hs = Hm[:m, :m]
-        mods = np.sort(np.abs(np.linalg.eigvals(Hs)))[::-1]
+        mods = np.sort(np.abs(th))[::-1]  # th: the Ritz values of Hs, from the check at j = m - 1
         cut = mods[keep - 1] * (1 - 1e-12)
         T, Z, sdim = scipy.linalg.schur(Hs, output="real", sort=lambda re, im, cut=cut: np.hypot(re, im) >= cut)
         k = min(int(sdim), m - 1)
@@ -322,7 +328,7 @@ def power_iteration(
     v0: np.ndarray | None = None,
     method: str = "krylov",
     block: int = 2,
-    krylov_dim: int = 30,
+    krylov_dim: int = 40,
     nev: int | None = None,
 ) -> PowerResult:
     """The dominant eigenvalue of a real square matrix, with an honest convergence flag.

@@ -269,7 +269,7 @@ def test_same_rng_same_numbers():
         ({"tol": float("nan")}, "tol"),
         ({"method": "lanczos"}, "method"),
         ({"v0": np.ones(3)}, "v0"),
-        ({"nev": 20}, "nev"),
+        ({"nev": 25}, "nev"),
     ],
 )
 def test_bad_arguments(kwargs, match):
