@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bptt_cli.losses import check_loss, check_mask, check_targets, loss_and_grad, uses_output_layer
+from bptt_cli.losses import check_loss, check_mask, check_targets, loss_and_grad, uses_output_layer, xent_columns
 from bptt_cli.model import (
     ACTIVATIONS,
     Params,
@@ -121,9 +121,9 @@ def _forward_local_loss(
     dc = np.zeros_like(params.c)  # (V,)
     head = uses_output_layer(loss)
     if head:
-        W_yT = params.W_y.T  # (H, V)
-        ybuf = np.empty((min(chunk, T) * B, V), dtype=params.dtype)  # (K B, V) outputs, then dL/dy
+        ybuf = np.empty(min(chunk, T) * B * V, dtype=params.dtype)  # outputs, then dL/dy, of one chunk
         wbuf = np.empty_like(dW_y)  # (V, H) one chunk's share of dW_y
+        scale = params.dtype.type(1.0 / B)  # the loss is a mean over the batch
     L = 0.0
     for lo, hi in iter_forward(params, x, h0, activation, hs, chunk):
         kB = (hi - lo) * B
@@ -135,17 +135,26 @@ def _forward_local_loss(
             L += loss_and_grad(loss, dl[lo:hi], None, m_c, overwrite=True)[0]
             continue
         h2 = h_c.reshape(kB, H)
-        y = ybuf[:kB]
-        np.matmul(h2, W_yT, out=y)  # y_t = W_y h_t + c
-        y += params.c
-        L_c, dy = loss_and_grad(loss, y.reshape(hi - lo, B, V), targets[lo:hi], m_c, overwrite=True)
-        L += L_c
-        dy2 = dy.reshape(kB, V)  # dL/dy_t, in ybuf
+        if loss == "xent":
+            # one column per (t, b): the softmax reductions then vectorise across samples
+            dy = ybuf[: V * kB].reshape(V, kB)  # (V, k B)
+            np.matmul(params.W_y, h2.T, out=dy)  # y_t = W_y h_t + c
+            dy += params.c[:, None]
+            w = scale if m_c is None else m_c.reshape(kB) * scale  # (k B,) or scalar
+            L += xent_columns(dy, targets[lo:hi].reshape(kB), w)
+            dyT = dy.T  # (k B, V) dL/dy_t
+        else:
+            y = ybuf[: kB * V].reshape(kB, V)
+            np.matmul(h2, params.W_y.T, out=y)
+            y += params.c
+            L_c, dy3 = loss_and_grad(loss, y.reshape(hi - lo, B, V), targets[lo:hi], m_c, overwrite=True)
+            L += L_c
+            dyT = dy3.reshape(kB, V)
         # back through y_t = W_y h_t + c
-        np.matmul(dy2.T, h2, out=wbuf)
+        np.matmul(dyT.T, h2, out=wbuf)
         dW_y += wbuf
-        dc += dy2.sum(axis=0)
-        np.matmul(dy2, params.W_y, out=dl[lo:hi].reshape(kB, H))
+        dc += dyT.sum(axis=0)
+        np.matmul(dyT, params.W_y, out=dl[lo:hi].reshape(kB, H))
     return hs, L, dl, dW_y, dc
 
 

@@ -110,7 +110,7 @@ def loss_and_grad(
         d2 -= d2.max(axis=1, keepdims=True)
         z_true = flat[pick]  # (N,)
         np.exp(d2, out=d2)
-        sum_exp = d2.sum(axis=1)  # (N,)
+        sum_exp = d2 @ np.ones(V, dtype=d2.dtype)  # (N,) row sums; BLAS gemv is ~6x faster than sum(axis=1)
         nll = np.log(sum_exp)
         nll -= z_true
         d2 /= sum_exp[:, None]  # softmax p
@@ -131,3 +131,40 @@ def loss_and_grad(
         L = float(np.dot(w[:, 0], nll))
         d2 *= w
     return L, dz
+
+
+def xent_columns(yT: np.ndarray, targets: np.ndarray, weights: np.ndarray | float) -> float:
+    """Softmax cross-entropy on outputs stored one column per sample; overwrites yT with dL/dy.
+
+    Parameters
+    ----------
+    yT : (V, N) C-contiguous outputs, column n the logits of sample n = (t, b)
+    targets : (N,) int class indices in 0..V-1 (already checked)
+    weights : (N,) per-sample weight (the mask over B), or one scalar (1/B without a mask)
+
+    Returns
+    -------
+    L = sum_n w_n nll_n; yT then holds w_n (p_n - onehot(target_n)) in column n.
+
+    The same numbers as `loss_and_grad('xent', ...)` on yT.T (to rounding), used by the fused
+    forward of `bptt.gradients`. In this layout the per-sample max and sum run down the columns,
+    which numpy vectorises across samples: about 10x faster than reducing every short row of an
+    (N, V) array (row max of 3200 x 64 floats: 19 us against 189 us).
+    """
+    V, N = yT.shape
+    flat = yT.reshape(-1)  # (V N,) view (yT is contiguous)
+    pick = targets * N + np.arange(N)  # (N,) flat index of (target_n, n)
+    # log-softmax, stable: shift by the column max, nll = log sum exp(z) - z_target
+    yT -= yT.max(axis=0)
+    z_true = flat[pick]  # (N,)
+    np.exp(yT, out=yT)
+    sum_exp = yT.sum(axis=0)  # (N,)
+    nll = np.log(sum_exp)
+    nll -= z_true
+    yT /= sum_exp  # softmax p
+    # back through softmax + log: dl/dy = p - onehot(target)
+    flat[pick] -= 1
+    yT *= weights
+    if np.ndim(weights) == 0:
+        return float(nll.sum()) * float(weights)
+    return float(np.dot(weights, nll))
