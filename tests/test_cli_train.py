@@ -262,6 +262,22 @@ def test_a_library_rejection_before_training_leaves_nothing(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def test_blas_threads_sets_and_restores_the_count():
+    from bptt_cli.commands.train_setup import _openblas, blas_threads
+
+    api = _openblas()
+    if api is None:
+        pytest.skip("numpy does not use its bundled OpenBLAS here")
+    setter, getter = api
+    before = getter()
+    with blas_threads(1):
+        assert getter() == 1
+    assert getter() == before
+    with pytest.raises(RuntimeError), blas_threads(1):
+        raise RuntimeError("the count comes back even on an error")
+    assert getter() == before
+
+
 def test_a_finished_run_is_never_overwritten(tmp_path):
     out = tmp_path / "run"
     assert invoke(*TINY, "--steps", "2", "--out", str(out), "-q").exit_code == 0

@@ -40,6 +40,7 @@ from bptt_cli.commands.train_setup import (
     Sampling,
     StopFlag,
     TaskName,
+    blas_threads,
     command_line,
     load_resume,
     parse_fail_on,
@@ -114,6 +115,10 @@ def train(
         str | None,
         typer.Option("--fail-on", help="Exit with code 3 when the verdict is one of: exploding,vanishing,diverged."),
     ] = None,
+    threads: Annotated[
+        int,
+        typer.Option("--threads", min=1, help="BLAS threads while training (one is fastest for these small matrices)."),
+    ] = 1,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the figures.")] = True,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -140,6 +145,7 @@ def train(
         log_every = log_every if "log_every" in given else saved["log_every"]
         sample_len = sample_len if "sample_len" in given else saved["sample_len"]
         prime = prime if "prime" in given else saved["prime"]
+        threads = threads if "threads" in given else saved.get("threads", threads)
         if out is None:
             out = resume if resume.is_dir() else resume.parent
     # ---- validate everything before a single file is written
@@ -203,6 +209,7 @@ def train(
         resume=None if resume is None else str(resume),
         fail_on=",".join(fail_labels) or None,
         plots=plots,
+        threads=threads,
         command_line=command_line(ctx),
     )
     if prime and the_task.name == "text":
@@ -256,7 +263,12 @@ def train(
         progress.update(row)
 
     start = 0 if state is None else state.step
-    with log, StopFlag() as stop, TrainProgress(o, total, the_task.metric, start=start) as progress:
+    with (
+        log,
+        blas_threads(threads),
+        StopFlag() as stop,
+        TrainProgress(o, total, the_task.metric, start=start) as progress,
+    ):
         try:
             result = trainlib.fit(
                 params,

@@ -2,9 +2,12 @@
 the command line for config.json, the Ctrl-C flag, and reading a checkpoint to resume from.
 """
 
+import contextlib
+import ctypes
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,6 @@ import typer
 from typer._click.core import ParameterSource
 
 from bptt_cli.checkpoint import Checkpoint, load_checkpoint
-from bptt_cli.cli import usage_error
 from bptt_cli.runfiles import MODEL
 
 FAIL_LABELS = ("exploding", "vanishing", "diverged")
@@ -52,6 +54,7 @@ RESUMABLE = {
     "resume",
     "fail_on",
     "plots",
+    "threads",
     "json",
     "quiet",
     "sample_len",
@@ -76,6 +79,13 @@ class OptimizerName(str, Enum):
     momentum = "momentum"
     adam = "adam"
     adagrad = "adagrad"
+
+
+def usage_error(option: str, message: str) -> None:
+    """cli.usage_error, imported when needed: cli.py imports the commands at its end."""
+    from bptt_cli.cli import usage_error as _usage_error
+
+    _usage_error(option, message)
 
 
 def parse_fail_on(text: str | None) -> list[str]:
@@ -157,6 +167,46 @@ def load_resume(ctx: typer.Context, resume: Path) -> tuple[dict, Checkpoint]:
             usage_error(
                 f"--{name.replace('_', '-')}",
                 f"cannot change it when resuming: the checkpoint's run has {saved[name]!r}; "
-                "only --steps/--epochs, --log-every, --out, --fail-on, --plots, --sample-len, --prime may change",
+                "only --steps/--epochs, --log-every, --out, --fail-on, --plots, --threads, --sample-len, --prime "
+                "may change",
             )
     return saved, ckpt
+
+
+def _openblas() -> tuple[Any, Any] | None:
+    """(set, get) of the thread count of the OpenBLAS numpy loaded, or None (another BLAS)."""
+    import numpy as np
+
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for path in sorted(libs.glob("*openblas*")):
+        try:
+            lib = ctypes.CDLL(str(path))  # already loaded by numpy: the same handle
+        except OSError:
+            continue
+        for suffix in ("scipy_openblas_{}_num_threads64_", "openblas_{}_num_threads64_", "openblas_{}_num_threads"):
+            setter, getter = (getattr(lib, suffix.format(v), None) for v in ("set", "get"))
+            if setter is not None and getter is not None:
+                getter.restype = ctypes.c_int
+                return setter, getter
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` BLAS threads, then restore the previous count.
+
+    The training matrices are small (B x H with H ~ 64): a second BLAS thread costs more in
+    hand-offs than it saves, and on a shared machine it waits for a core. No-op for a BLAS
+    other than numpy's bundled OpenBLAS.
+    """
+    api = _openblas()
+    if api is None:
+        yield
+        return
+    setter, getter = api
+    before = int(getter())
+    setter(ctypes.c_int(n))
+    try:
+        yield
+    finally:
+        setter(ctypes.c_int(before))
