@@ -7,7 +7,8 @@ not timed), then one timed call each of
   - numpy.linalg.eigvals (all H eigenvalues, LAPACK dgeev),
   - scipy.sparse.linalg.eigs(k=1, which="LM", tol=1e-8) (ARPACK).
 Accuracy is | |lambda| - 1.1 | / 1.1 (eigvals of the scaled matrix agree with 1.1 to ~1e-15).
-Prints a table and writes benchmarks/results/bench_spectrum.json. Run:
+A second table counts wrong answers of the two Krylov methods over several matrices per size.
+Prints both tables and writes benchmarks/results/bench_spectrum.json. Run:
 
     .venv/bin/python benchmarks/bench_spectrum.py [--sizes 256,512,1024,2048] [--seed 0]
 """
@@ -74,10 +75,31 @@ def bench(H: int, seed: int) -> dict:
     return {"H": H, "methods": rows}
 
 
+def accuracy(H: int, seeds: int) -> dict:
+    """How often each Krylov method returns a wrong |lambda_1| (off by > 1e-6), over several matrices.
+
+    Random matrices have many eigenvalues just inside |lambda_1| (circular law), and a Krylov
+    method can converge to one of them; ARPACK gets its default random start here.
+    """
+    wrong = {"krylov": 0, "eigs": 0}
+    seconds = {"krylov": 0.0, "eigs": 0.0}
+    for seed in range(1, seeds + 1):
+        rng = np.random.default_rng(1000 + seed)
+        W = scale_to_spectral_radius(rng.standard_normal((H, H)) / np.sqrt(H), RHO)
+        r, t = timed(lambda W=W, seed=seed: power_iteration(W, tol=TOL, rng=np.random.default_rng(seed)))
+        wrong["krylov"] += int(abs(r.abs_eigenvalue - RHO) > 1e-6 or not r.converged)
+        seconds["krylov"] += t
+        e, t = timed(lambda W=W: eigs(W, k=1, which="LM", tol=TOL, return_eigenvectors=False))
+        wrong["eigs"] += int(abs(abs(e[0]) - RHO) > 1e-6)
+        seconds["eigs"] += t
+    return {"H": H, "matrices": seeds, "wrong": wrong, "seconds": seconds}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="256,512,1024,2048")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--accuracy-seeds", type=int, default=5, help="matrices per size for the wrong-answer count")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     np.linalg.eigvals(np.eye(8))  # load LAPACK before timing
@@ -103,6 +125,14 @@ def main() -> None:
             f"{res['eigvals_over_krylov']:>14.2f} {res['krylov_over_eigs']:>11.2f}",
             flush=True,
         )
+    print(f"\nwrong |lambda_1| (off by > 1e-6) over {args.accuracy_seeds} random matrices per size, tol {TOL:g}:")
+    print(f"{'H':>5} | {'krylov wrong':>12} {'krylov s':>9} | {'eigs wrong':>10} {'eigs s':>7}")
+    acc = []
+    for H in sizes:
+        a = accuracy(H, args.accuracy_seeds)
+        acc.append(a)
+        w, t = a["wrong"], a["seconds"]
+        print(f"{H:>5} | {w['krylov']:>12} {t['krylov']:>9.3f} | {w['eigs']:>10} {t['eigs']:>7.3f}", flush=True)
     machine = {
         "platform": platform.platform(),
         "python": sys.version.split()[0],
@@ -115,7 +145,10 @@ def main() -> None:
     out = Path(__file__).resolve().parent / "results" / "bench_spectrum.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"rho": RHO, "tol": TOL, "seed": args.seed, "machine": machine, "results": results}, indent=2)
+        json.dumps(
+            {"rho": RHO, "tol": TOL, "seed": args.seed, "machine": machine, "results": results, "accuracy": acc},
+            indent=2,
+        )
     )
     print(f"machine: {machine}")
     print(f"wrote {out}")
