@@ -223,13 +223,13 @@ def spectrum(
             "input_scale": input_scale,
         }
     if plot or out is not None:
-        results["plots"] = write_plots(out_dir(out, "spectrum"), W, pr, ref_all, sigma, bounds, tol, src.description)
+        results["plots"] = write_plots(out_dir(out, "spectrum"), W, pr, ref_all, sigma, bounds, tol)
 
     show(o, pr, results, lyap, verdict, tol, max_iter)
     o.emit(document("spectrum", config, results, verdict=verdict.as_dict()))
 
 
-def write_plots(folder: Path, W, pr, ref_all, sigma, bounds, tol, description) -> list[Path]:
+def write_plots(folder: Path, W, pr, ref_all, sigma, bounds, tol) -> list[Path]:
     from bptt_cli.plots import spectrum as plots
 
     H = W.shape[0]
@@ -254,7 +254,7 @@ def write_plots(folder: Path, W, pr, ref_all, sigma, bounds, tol, description) -
             sigma,
             one_over_gamma=bounds["one_over_gamma"],
             rho=bounds["rho"],
-            title=f"singular values of W_h ({description})"[:80],
+            title=f"singular values of W_h (H = {H})",
         ),
     ]
 
