@@ -147,6 +147,25 @@ def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, monkeypatch):
     assert_same_params(load_checkpoint(cut / "model.npz").params, load_checkpoint(whole / "model.npz").params)
 
 
+def test_ctrl_c_after_training_still_writes_everything(tmp_path, monkeypatch):
+    """A Ctrl-C while the plots are drawn is deferred: the summary and the plots are complete."""
+    import bptt_cli.commands.train as train_command
+
+    real_plots = train_command.training_plots
+
+    def plots_interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_plots(*args, **kwargs)
+
+    monkeypatch.setattr(train_command, "training_plots", plots_interrupted)
+    out = tmp_path / "run"
+    res = invoke(*TINY, "--steps", "4", "--plots", "--out", str(out), "--json")
+    assert res.exit_code == 0, res.output
+    doc = strict_json((out / "summary.json").read_text())
+    assert doc == strict_json(res.stdout) and not doc["results"]["interrupted"]
+    assert len(doc["results"]["plots"]) == 4 and all(os.path.exists(p) for p in doc["results"]["plots"])
+
+
 DIVERGE = [
     "--task",
     "adding",

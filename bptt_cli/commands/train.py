@@ -263,62 +263,60 @@ def train(
         progress.update(row)
 
     start = 0 if state is None else state.step
-    with (
-        log,
-        blas_threads(threads),
-        StopFlag() as stop,
-        TrainProgress(o, total, the_task.metric, start=start) as progress,
-    ):
-        try:
-            result = trainlib.fit(
-                params,
-                the_task,
-                steps=total,
-                rng=rng,
-                optimizer=opt,
-                truncation=strategy,
-                batch_size=batch,
-                activation=activation.value,
-                clip=clip,
-                clip_value=clip_value,
-                log_every=log_every,
-                resume=state,
-                callback=on_row,
-                should_stop=stop,
-            )
-        except ValueError:
-            if not same_folder and rows_written == 0:  # rejected before training: leave nothing behind
-                log.close()
-                discard_folder(folder, created)
-            raise
+    # Ctrl-C from here on only sets a flag: training stops after its step, and the checkpoint,
+    # the plots and the summary are still written in full (a second Ctrl-C aborts).
+    with StopFlag() as stop:
+        with log, blas_threads(threads), TrainProgress(o, total, the_task.metric, start=start) as progress:
+            try:
+                result = trainlib.fit(
+                    params,
+                    the_task,
+                    steps=total,
+                    rng=rng,
+                    optimizer=opt,
+                    truncation=strategy,
+                    batch_size=batch,
+                    activation=activation.value,
+                    clip=clip,
+                    clip_value=clip_value,
+                    log_every=log_every,
+                    resume=state,
+                    callback=on_row,
+                    should_stop=stop,
+                )
+            except ValueError:
+                if not same_folder and rows_written == 0:  # rejected before training: leave nothing behind
+                    log.close()
+                    discard_folder(folder, created)
+                raise
 
-    # ---- save: the parameters are the last finite ones, never NaN
-    arrays, meta = result.state.to_checkpoint()
-    ckpt_config = {"kind": CHECKPOINT_KIND, "options": config, "train_state": meta}
-    save_checkpoint(folder / MODEL, result.state.params, ckpt_config, extras=arrays)
-    verdict = result.verdict.as_dict()
-    written = []
-    if plots:
-        written = training_plots(
-            folder,
-            metrics_rows(folder),
-            metric=the_task.metric,
-            clip=clip,
-            chance=the_task.chance,
-            diverged_at=result.diverged_at,
-            events=result.events,
-        )
-    summary = run_summary(result, the_task, config, folder, plots=written)
-    sample = None
-    if the_task.name == "text" and sample_len > 0:
-        # its own generator: sampling never touches the training generator saved for --resume
-        sample_rng = np.random.default_rng([seed, result.state.step])
-        sample = sample_text(
-            result.params, the_task, sample_rng, prime=prime, length=sample_len, activation=activation.value
-        )
-        summary["sample"] = sample
-    doc = results_document(config, summary, verdict)
-    write_json(folder / SUMMARY, doc)
+        # ---- save: the parameters are the last finite ones, never NaN
+        arrays, meta = result.state.to_checkpoint()
+        ckpt_config = {"kind": CHECKPOINT_KIND, "options": config, "train_state": meta}
+        save_checkpoint(folder / MODEL, result.state.params, ckpt_config, extras=arrays)
+        verdict = result.verdict.as_dict()
+        written = []
+        if plots:
+            written = training_plots(
+                folder,
+                metrics_rows(folder),
+                metric=the_task.metric,
+                clip=clip,
+                chance=the_task.chance,
+                diverged_at=result.diverged_at,
+                events=result.events,
+            )
+        summary = run_summary(result, the_task, config, folder, plots=written)
+        sample = None
+        if the_task.name == "text" and sample_len > 0:
+            # its own generator: sampling never touches the training generator saved for --resume
+            sample_rng = np.random.default_rng([seed, result.state.step])
+            sample = sample_text(
+                result.params, the_task, sample_rng, prime=prime, length=sample_len, activation=activation.value
+            )
+            summary["sample"] = sample
+        doc = results_document(config, summary, verdict)
+        write_json(folder / SUMMARY, doc)
     render(o, doc, sample)
     o.emit(doc)
     if result.stopped:
