@@ -289,6 +289,7 @@ def train(
                     log.close()
                     discard_folder(folder, created)
                 raise
+            progress.finish(result.state.step)
 
         # ---- save: the parameters are the last finite ones, never NaN
         arrays, meta = result.state.to_checkpoint()

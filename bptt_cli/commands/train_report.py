@@ -51,6 +51,11 @@ class TrainProgress:
         status = f"loss {fmt(row.get('loss'))}  {self.metric} {fmt(row.get('metric'))}  |g| {fmt(row.get('grad_norm'))}"
         self._progress.update(self._task, completed=row["step"], status=status)
 
+    def finish(self, step: int) -> None:
+        """Show the step training actually stopped at (it may lie between two log steps)."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
     def __enter__(self) -> "TrainProgress":
         if self._progress is not None:
             self._progress.start()
