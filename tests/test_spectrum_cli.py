@@ -193,3 +193,27 @@ def test_torch_missing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     line = one_error_line(invoke("--weights", tmp_path / "rnn.pt"))
     assert "needs torch, which is not installed" in line and "rnn.pt" in line
+
+
+def test_task_inputs_drive_the_trajectory():
+    doc = run_json(*FAST, "--task", "recall", "--steps", "60", "--warmup", "10")
+    assert doc["config"]["task"] == "recall"
+    assert doc["config"]["input"] == 8  # recall's one-hot alphabet of 8 symbols
+    assert doc["results"]["lyapunov"]["inputs"] == "recall"
+    assert doc["results"]["lyapunov"]["steps"] == 50
+
+
+def test_train_checkpoint_layout_brings_activation_and_task(tmp_path):
+    """bptt train stores its options under config["options"]."""
+    p = init_params(np.random.default_rng(0), input_size=2, hidden_size=8, output_size=1, spectral_radius=1.3)
+    save_checkpoint(tmp_path / "m.npz", p, {"kind": "x", "options": {"activation": "identity", "task": "adding"}})
+    doc = run_json("--model", tmp_path / "m.npz", "--steps", "200", "--warmup", "50")
+    assert doc["config"]["activation"] == "identity" and doc["config"]["task"] == "adding"
+    assert doc["verdict"]["basis"] == "lyapunov" and doc["verdict"]["label"] == "exploding"
+    assert_allclose(doc["results"]["lyapunov"]["gains"][0], 1.3, rtol=2e-2)
+
+
+def test_text_without_text_task_is_an_error(tmp_path):
+    (tmp_path / "t.txt").write_text("hello world " * 50)
+    line = one_error_line(invoke("--text", tmp_path / "t.txt"))
+    assert "--text" in line

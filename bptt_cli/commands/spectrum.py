@@ -7,6 +7,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from bptt_cli.checkpoint import load_checkpoint
 from bptt_cli.cli import (
     Activation,
     BatchOpt,
@@ -26,6 +27,7 @@ from bptt_cli.cli import (
 from bptt_cli.report import document, fmt, table
 from bptt_cli.sources import resolve_params
 from bptt_cli.spectrum import lyapunov_exponents, power_iteration, reference_eigenvalues, singular_values
+from bptt_cli.tasks import TASKS, heldout_batch, make_task
 from bptt_cli.verdict import DEFAULT_TOL, judge_matrix, pascanu_bounds
 
 # numpy.linalg.eigvals is O(H^3) and holds all H eigenvalues: the default reference up to here
@@ -35,6 +37,14 @@ NUMPY_REFERENCE_MAX = 2048
 class Method(str, Enum):
     krylov = "krylov"
     subspace = "subspace"
+
+
+class Inputs(str, Enum):
+    random = "random"
+    recall = "recall"
+    adding = "adding"
+    sine = "sine"
+    text = "text"
 
 
 class Reference(str, Enum):
@@ -95,6 +105,15 @@ def spectrum(
     ] = 1,
     steps: Annotated[int, typer.Option("--steps", help="Trajectory length for the Lyapunov exponents.")] = 500,
     warmup: Annotated[int, typer.Option("--warmup", help="Leading steps that only align the QR frame.")] = 100,
+    task: Annotated[
+        Inputs | None,
+        typer.Option(
+            "--task",
+            help="Inputs of the trajectory: random N(0, s^2), or a held-out batch of a task "
+            "[default: the checkpoint's task, else random].",
+        ),
+    ] = None,
+    text: Annotated[Path | None, typer.Option("--text", help="The text file of --task text.")] = None,
     batch: BatchOpt = 4,
     input_size: InputOpt = 4,
     input_scale: Annotated[
@@ -115,6 +134,24 @@ def spectrum(
     check_options(max_iter, tol, lyapunov, steps, warmup, verdict_tol)
     o = Output(json, quiet)
     rng = np.random.default_rng(seed)
+    # a checkpoint brings its activation and task (bptt train keeps them under "options")
+    saved = load_checkpoint(model).config if model is not None and weights is None else {}
+    opts = saved.get("options") if isinstance(saved.get("options"), dict) else saved
+    task_name = task.value if task is not None else str(opts.get("task") or "random")
+    if task_name not in ("random", *TASKS):
+        raise ValueError(f"{model}: the checkpoint's task {task_name!r} is not one of {', '.join(TASKS)}")
+    the_task = None
+    if task_name != "random":
+        the_task = make_task(
+            task_name,
+            seq_len=steps,
+            symbols=int(opts.get("alphabet") or opts.get("symbols") or 8),
+            delay=int(opts.get("delay") or 10),
+            text=text if text is not None else opts.get("text"),
+        )
+        input_size = the_task.input_size
+    elif text is not None:
+        raise ValueError("--text applies to --task text only")
     src = resolve_params(
         rng,
         model=model,
@@ -126,7 +163,7 @@ def spectrum(
         input_size=input_size,
     )
     params = src.params
-    act = activation.value if activation is not None else str(src.config.get("activation", "tanh"))
+    act = activation.value if activation is not None else str(opts.get("activation") or "tanh")
     W = params.W_h.astype(np.float64)
     H = W.shape[0]
     if lyapunov > H:
@@ -151,6 +188,8 @@ def spectrum(
         lyapunov=lyapunov,
         steps=steps,
         warmup=warmup,
+        task=task_name,
+        text=text if the_task is not None and the_task.name == "text" else None,
         batch=batch,
         input=params.input_size,
         input_scale=input_scale,
@@ -168,7 +207,14 @@ def spectrum(
     bounds = pascanu_bounds(rho, float(sigma[0]), act)
     lyap = None
     if lyapunov > 0:
-        x = rng.normal(0.0, input_scale, size=(steps, batch, params.input_size)).astype(params.dtype)
+        if the_task is not None:
+            if the_task.input_size != params.input_size:
+                raise ValueError(
+                    f"the {task_name} task has input size {the_task.input_size} but W_x expects {params.input_size}"
+                )
+            x = heldout_batch(the_task, rng, batch).x.astype(params.dtype)  # (T, B, D) the task's inputs
+        else:
+            x = rng.normal(0.0, input_scale, size=(steps, batch, params.input_size)).astype(params.dtype)
         lyap = lyapunov_exponents(params, x, activation=act, k=lyapunov, warmup=warmup)
     verdict = judge_matrix(
         rho,
@@ -219,8 +265,9 @@ def spectrum(
             "gains": lyap.gains,
             "steps": lyap.steps,
             "warmup": warmup,
-            "batch": batch,
-            "input_scale": input_scale,
+            "batch": int(x.shape[1]),
+            "inputs": task_name,
+            "input_scale": input_scale if the_task is None else None,
         }
     if plot or out is not None:
         results["plots"] = write_plots(out_dir(out, "spectrum"), W, pr, ref_all, sigma, bounds, tol)
@@ -297,7 +344,8 @@ def show(o: Output, pr, results: dict, lyap, verdict, tol: float, max_iter: int)
         o.show(
             table(
                 f"Lyapunov exponents along the trajectory ({r['steps']} steps after {r['warmup']} warm-up, "
-                f"batch {r['batch']}, inputs N(0, {r['input_scale']:g}^2))",
+                f"batch {r['batch']}, inputs "
+                + (f"N(0, {r['input_scale']:g}^2))" if r["input_scale"] is not None else f"of the {r['inputs']} task)"),
                 ["i", "exponent (log per step)", "gain per step"],
                 [[i + 1, float(e), float(g)] for i, (e, g) in enumerate(zip(lyap.exponents, lyap.gains, strict=True))],
             )
