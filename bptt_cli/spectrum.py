@@ -53,8 +53,9 @@ class PowerResult:
     vector : (n,) unit eigenvector for a real lambda_1, or an (n, 2) orthonormal basis of the
         real invariant plane of a complex pair
     is_complex_pair : lambda_1 has a non-zero imaginary part (so conj(lambda_1) ties it)
-    iterations : iterations used (matvecs for "krylov", block products for "subspace")
-    matvecs : single-vector products with W in total
+    iterations : iterations used (Arnoldi steps for "krylov", block products for "subspace")
+    matvecs : single-vector products with W in total (for "krylov", the steps plus the one or two
+        products that check the final residual)
     converged : the residual reached tol within max_iter
     residual : ||W u - lambda u|| / (|lambda| ||u||) of the returned pair
     history : the |lambda_1| estimate after each iteration ("subspace"), or after each step of
@@ -294,12 +295,17 @@ def _krylov(
             if max(res, watch) <= tol or mv >= max_iter:
                 u = Vj @ S[:, i]
                 if not breakdown:  # report the true residual, not the recurrence's estimate
-                    r = matvec(u.real) + 1j * matvec(u.imag) - th[i] * u if u.imag.any() else matvec(u.real) - th[i] * u
+                    if u.imag.any():
+                        r = matvec(u.real) + 1j * matvec(u.imag) - th[i] * u
+                        mv += 2
+                    else:
+                        r = matvec(u.real) - th[i] * u
+                        mv += 1
                     res = _relative(float(np.linalg.norm(r)), th[i])
                     rhist[-1] = res
                 ok = res <= tol
                 ratio = _ratio_from_ritz(th, i) if ok else None
-                return _result(th[i], u, mv, mv, ok, res, hist, rhist, ratio, "krylov", at)
+                return _result(th[i], u, at[-1], mv, ok, res, hist, rhist, ratio, "krylov", at)
             V[:, j + 1] = w / beta
         # restart: reorder the Schur form so the `keep` Ritz values of largest modulus lead
         Hs = Hm[:m, :m]

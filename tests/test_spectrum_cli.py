@@ -217,3 +217,24 @@ def test_text_without_text_task_is_an_error(tmp_path):
     (tmp_path / "t.txt").write_text("hello world " * 50)
     line = one_error_line(invoke("--text", tmp_path / "t.txt"))
     assert "--text" in line
+
+
+def test_rho_source_follows_the_reference():
+    assert run_json(*FAST, "--lyapunov", "0")["results"]["rho_source"] == "numpy"
+    assert run_json(*FAST, "--lyapunov", "0", "--reference", "none")["results"]["rho_source"] == "krylov"
+    doc = run_json(*FAST, "--lyapunov", "0", "--max-iter", "2", "--reference", "none")
+    assert doc["results"]["rho_source"] == "krylov (not converged)"
+
+
+def test_pick_rho_takes_the_larger_krylov_answer_and_says_so():
+    from types import SimpleNamespace
+
+    from bptt_cli.commands.spectrum import pick_rho
+
+    ours = SimpleNamespace(converged=True, abs_eigenvalue=1.05, method="krylov")
+    notes: list = []
+    assert pick_rho(ours, 1.1 + 0j, "arpack", notes) == (1.1, "arpack")
+    assert "disagree" in notes[0]
+    notes = []
+    assert pick_rho(ours, 0.9 + 0.1j, "arpack", notes) == (1.05, "krylov")
+    assert pick_rho(ours, 0.5 + 0j, "numpy", []) == (0.5, "numpy")  # numpy has every eigenvalue

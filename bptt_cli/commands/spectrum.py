@@ -202,8 +202,7 @@ def spectrum(
     ref_all = None if ref_method == "none" else reference_eigenvalues(W, ref_method)
     ref1 = None if ref_all is None else complex(ref_all[0])
     sigma = singular_values(W)
-    # rho for the bounds and the verdict: the reference when there is one, else our estimate
-    rho = abs(ref1) if ref1 is not None else pr.abs_eigenvalue
+    rho, rho_source = pick_rho(pr, ref1, ref_method, notes)
     bounds = pascanu_bounds(rho, float(sigma[0]), act)
     lyap = None
     if lyapunov > 0:
@@ -243,7 +242,7 @@ def spectrum(
         },
         "reference": None,
         "rho": rho,
-        "rho_source": "reference" if ref1 is not None else "power_iteration",
+        "rho_source": rho_source,
         "singular_values": {"max": float(sigma[0]), "min": float(sigma[-1]), "all": sigma},
         "bounds": bounds,
         "lyapunov": None,
@@ -274,6 +273,31 @@ def spectrum(
 
     show(o, pr, results, lyap, verdict, tol, max_iter)
     o.emit(document("spectrum", config, results, verdict=verdict.as_dict()))
+
+
+def pick_rho(pr, ref1: complex | None, ref_method: str, notes: list[str]) -> tuple[float, str]:
+    """rho for the bounds and the verdict, and where it came from.
+
+    numpy's eigvals computes every eigenvalue, so its largest modulus is rho. A Krylov answer
+    (ours or ARPACK's) is an eigenvalue that may not be the largest, so the larger of the two
+    converged ones is the better estimate; a disagreement is noted.
+    """
+    if ref1 is not None and ref_method == "numpy":
+        return abs(ref1), "numpy"
+    candidates = []
+    if pr.converged:
+        candidates.append((pr.abs_eigenvalue, pr.method))
+    if ref1 is not None:
+        candidates.append((abs(ref1), ref_method))
+        if pr.converged and abs(abs(ref1) - pr.abs_eigenvalue) > 1e-6 * max(abs(ref1), 1e-300):
+            notes.append(
+                f"{pr.method} and {ref_method} disagree on |lambda_1| ({pr.abs_eigenvalue:.10g} vs {abs(ref1):.10g}): "
+                "a Krylov method can converge to a non-dominant eigenvalue; the larger is used as rho"
+            )
+    if not candidates:
+        return pr.abs_eigenvalue, f"{pr.method} (not converged)"
+    value, source = max(candidates)
+    return value, source
 
 
 def write_plots(folder: Path, W, pr, ref_all, sigma, bounds, tol) -> list[Path]:
