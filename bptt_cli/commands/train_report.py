@@ -5,14 +5,16 @@ Not a command itself (no @command here): the rendering half of bptt_cli/commands
 
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from bptt_cli.cli import Output
 from bptt_cli.report import document, fmt, table
 from bptt_cli.runfiles import CONFIG, METRICS, MODEL, SUMMARY, read_metrics
+
+if TYPE_CHECKING:  # cli.py imports the commands at its end: no import of it at load time here
+    from bptt_cli.cli import Output
 
 
 class TrainProgress:
@@ -22,7 +24,7 @@ class TrainProgress:
     (stdout keeps the one JSON document).
     """
 
-    def __init__(self, o: Output, total: int, metric: str, *, start: int = 0) -> None:
+    def __init__(self, o: "Output", total: int, metric: str, *, start: int = 0) -> None:
         self.metric = metric
         self.total = total
         self._progress: Progress | None = None
@@ -101,11 +103,7 @@ def results_document(config: dict, summary: dict, verdict: dict) -> dict:
     return document("train", config, summary, verdict=verdict)
 
 
-def resume_hint(config: dict, folder: Path) -> str:
-    return f"bptt train --resume {folder}"
-
-
-def render(o: Output, doc: dict, sample: str | None = None) -> None:
+def render(o: "Output", doc: dict, sample: str | None = None) -> None:
     """The human output: the run, the verdict and its evidence, where the files went."""
     r, v, c = doc["results"], doc["verdict"], doc["config"]
     rows = [
@@ -139,7 +137,7 @@ def render(o: Output, doc: dict, sample: str | None = None) -> None:
         )
 
 
-def _line(o: Output, text: str) -> None:
+def _line(o: "Output", text: str) -> None:
     if not o.quiet:
         o.console.print(text, soft_wrap=True, markup=False, highlight=False)
 
