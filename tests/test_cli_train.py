@@ -3,7 +3,7 @@ equal to an uninterrupted run, Ctrl-C, divergence with an intact checkpoint, --f
 one-line errors for bad input that leave nothing behind.
 
 Runs are tiny (a few steps, H = 8) so the file stays fast; the default run's promise (>= 90%
-held-out accuracy in under 60 s) is the one slow test.
+held-out accuracy in under 60 s) is checked end to end, in a few seconds.
 """
 
 from __future__ import annotations
@@ -382,15 +382,14 @@ def test_a_real_sigint_stops_the_process_cleanly(tmp_path):
     assert metric_rows(out)[-1]["step"] <= summary["steps_done"]
 
 
-@pytest.mark.slow
 def test_the_default_run_learns_recall_within_a_minute(tmp_path):
-    """`bptt train` with no options: >= 90% held-out accuracy. The budget is checked on the
-    process's CPU time, which other jobs on a shared machine do not inflate (wall time does)."""
-    start = time.process_time()
+    """`bptt train` with no options: >= 90% held-out accuracy in under 60 s, wall and CPU
+    (it takes a few seconds with one BLAS thread; the margin is for a busy shared machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     res = invoke("--out", str(tmp_path / "default"), "--json", "--no-plots")
-    seconds = time.process_time() - start
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert res.exit_code == 0, res.output
     doc = strict_json(res.stdout)
     assert doc["config"]["task"] == "recall" and doc["config"]["delay"] == 10
     assert doc["results"]["final_metric"] >= 0.9
-    assert seconds < 60
+    assert wall < 60 and cpu < 60
