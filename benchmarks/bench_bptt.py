@@ -108,6 +108,7 @@ def machine() -> dict:
         pass
     return {
         "cpu": cpu,
+        "loadavg_1min": os.getloadavg()[0],  # other processes on a shared machine skew every column
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -240,6 +241,7 @@ def fixed_overhead(repeats: int) -> dict:
 
 def main() -> None:
     threads = ARGS.threads or blas_threads() or os.cpu_count()
+    info = machine()
     use_torch = torch is not None and not ARGS.no_torch
     if use_torch:
         torch.set_num_threads(threads)
@@ -286,7 +288,12 @@ def main() -> None:
     doc = {
         "benchmark": "bench_bptt",
         "config": {"repeats": ARGS.repeats, "threads": threads, "seed": ARGS.seed, "dtype": "float32"},
-        "machine": {**machine(), "blas_threads": blas_threads(), "torch_threads": threads if use_torch else None},
+        "machine": {
+            **info,
+            "loadavg_1min_end": os.getloadavg()[0],
+            "blas_threads": blas_threads(),
+            "torch_threads": threads if use_torch else None,
+        },
         "note": note,
         "sizes": rows,
         "memory": {"B": B, "T": T, "D": D, "H": H, "V": V, **mem},
@@ -325,6 +332,7 @@ def print_table(doc: dict) -> None:
     print(f"bptt gradients() vs torch.nn.RNN and the serial floor  (float32, xent, tanh; median of {ARGS.repeats})")
     print(f"{m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, numpy {m['numpy']}, torch {m['torch']}, ", end="")
     print(f"threads {doc['config']['threads']}")
+    print(f"load average (1 min) {m['loadavg_1min']:.2f} at the start, {m['loadavg_1min_end']:.2f} at the end")
     if doc["note"]:
         print(f"note: {doc['note']}")
     head = [
