@@ -78,14 +78,14 @@ def spectrum(
     ] = None,
     key: Annotated[
         str | None,
-        typer.Option("--key", help="Array in the --weights file [default: the only array; weight_hh_l0 for .pt]."),
+        typer.Option("--key", help="Array in the --weights file (default: the only array; weight_hh_l0 for .pt)."),
     ] = None,
     hidden: HiddenOpt = 64,
     init: InitOpt = Init.gaussian,
     spectral_radius: SpectralRadiusOpt = None,
     activation: Annotated[
         Activation | None,
-        typer.Option("--activation", help="Hidden activation f [default: the checkpoint's, else tanh]."),
+        typer.Option("--activation", help="Hidden activation f (default: the checkpoint's, else tanh)."),
     ] = None,
     method: Annotated[
         Method, typer.Option("--method", help="krylov: restarted Arnoldi; subspace: 2-D block power iteration.")
@@ -110,7 +110,7 @@ def spectrum(
         typer.Option(
             "--task",
             help="Inputs of the trajectory: random N(0, s^2), or a held-out batch of a task "
-            "[default: the checkpoint's task, else random].",
+            "(default: the checkpoint's task, else random).",
         ),
     ] = None,
     text: Annotated[Path | None, typer.Option("--text", help="The text file of --task text.")] = None,
