@@ -10,6 +10,8 @@ use that bound (times a safety factor of 10), not a hand-picked tolerance.
 import numpy as np
 import pytest
 import scipy.linalg
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from bptt_cli.spectrum import power_iteration, reference_eigenvalues, singular_values
@@ -310,3 +312,24 @@ def test_reference_sorted_by_modulus_and_singular_values_descending():
     assert np.all(np.diff(s) <= 0)
     assert_allclose(s[0], np.linalg.norm(W, 2), rtol=1e-12)
     assert_allclose(np.prod(s), abs(np.linalg.det(W)), rtol=1e-10)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 9),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    method=st.sampled_from(["krylov", "subspace"]),
+)
+def test_random_small_matrices_never_a_wrong_converged_answer(n, seed, scale, method):
+    """Whatever the matrix, a converged answer is lambda_1 to within its condition-number bound."""
+    rng = np.random.default_rng(seed)
+    W = scale * rng.standard_normal((n, n))
+    r = power_iteration(W, method=method, max_iter=500, rng=rng)
+    if not r.converged:
+        return
+    ref = reference_eigenvalues(W)
+    lam, kappa = condition_of_dominant(W)
+    # ties in modulus (a real matrix's conjugate pairs aside) make "the" lambda_1 ambiguous: compare moduli
+    bound = 10 * kappa * (r.residual + n * EPS * np.linalg.norm(W, 2) / max(abs(lam), 1e-300)) * abs(lam)
+    assert abs(r.abs_eigenvalue - abs(ref[0])) <= bound + 1e-12 * abs(ref[0]), (r.eigenvalue, ref[0], bound)
