@@ -134,7 +134,8 @@ def fit(
     task : Task from tasks.make_task; its input/output sizes must match the params
     steps : total number of updates (a resumed run continues up to it)
     rng : the training generator (data and random truncation). It is consumed; with
-        `resume`, its state is first set to the saved one.
+        `resume`, its state is first set to the saved one (and so is the state of the
+        strategy's own `xi_rng`, when it has one).
     optimizer : optim.Optimizer, default Adam with lr 1e-2
     truncation : truncation.Strategy, default full BPTT
     batch_size : B
@@ -183,6 +184,8 @@ def fit(
         if set(optim.SLOTS[opt.name]) != set(state.opt.slots):
             raise ValueError(f"the saved optimiser state does not belong to `optimizer` {opt.name!r}")
         rng.bit_generator.state = state.rng_state
+        if state.xi_rng_state is not None and strategy.xi_rng is not None:
+            strategy.xi_rng.bit_generator.state = state.xi_rng_state
     params = check_params(state.params)
     if (params.input_size, params.output_size) != (task.input_size, task.output_size):
         raise ValueError(
@@ -291,6 +294,7 @@ def fit(
             vanish_run=vanish_run,
             clip_count=state.clip_count + (clipped or vclipped),
             events=state.events + tuple(events),
+            xi_rng_state=None if strategy.xi_rng is None else strategy.xi_rng.bit_generator.state,
         )
     final_metric = evaluate(task, params, heldout, activation=activation)
     try:

@@ -41,6 +41,7 @@ class TrainState:
     vanish_run : current stretch of steps with vanishing norms
     clip_count : steps on which clipping changed the gradient
     events : spikes, vanishing stretches, divergence (dicts with 'step' and 'kind')
+    xi_rng_state : the state of the truncation strategy's own generator (Strategy.xi_rng), if any
     """
 
     params: Params
@@ -55,6 +56,7 @@ class TrainState:
     vanish_run: int = 0
     clip_count: int = 0
     events: tuple[dict, ...] = ()
+    xi_rng_state: dict | None = None
 
     def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta): arrays for checkpoint extras (no params: they are saved as the model),
@@ -74,6 +76,7 @@ class TrainState:
             "vanish_run": self.vanish_run,
             "clip_count": self.clip_count,
             "events": list(self.events),
+            "xi_rng_state": None if self.xi_rng_state is None else _plain(self.xi_rng_state),
         }
         return arrays, meta
 
@@ -99,6 +102,7 @@ class TrainState:
             vanish_run=int(meta.get("vanish_run", 0)),
             clip_count=int(meta.get("clip_count", 0)),
             events=tuple(meta.get("events", ())),
+            xi_rng_state=meta.get("xi_rng_state"),
         )
 
 

@@ -1,6 +1,7 @@
 """train.fit: one step against a hand-made update, resume = uninterrupted, divergence, stop, watching."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -257,4 +258,22 @@ def test_resume_with_another_bit_generator() -> None:
     part = train.fit(_params(task), task, steps=4, rng=np.random.Generator(np.random.MT19937(3)), **kw)
     state = _checkpoint_round_trip(part.state, opt)
     rest = train.fit(state.params, task, steps=6, rng=np.random.Generator(np.random.MT19937(0)), resume=state, **kw)
+    assert_array_equal(rest.params.flat(), full.params.flat())
+
+
+def test_resume_restores_the_strategy_s_own_generator() -> None:
+    """A random strategy may carry its own generator (compare-truncation does): resume restores it too."""
+    task = tasks.make_task("recall", seq_len=8, delay=3, symbols=4)
+    opt = optim.Optimizer("sgd", lr=0.1)
+
+    def strategy() -> object:
+        return replace(parse_strategy("random:0.5"), xi_rng=np.random.default_rng(11))
+
+    kw = dict(optimizer=opt, batch_size=4, log_every=2, watch=False)
+    full = train.fit(_params(task), task, steps=6, rng=np.random.default_rng(3), truncation=strategy(), **kw)
+    part = train.fit(_params(task), task, steps=3, rng=np.random.default_rng(3), truncation=strategy(), **kw)
+    state = _checkpoint_round_trip(part.state, opt)
+    rest = train.fit(
+        state.params, task, steps=6, rng=np.random.default_rng(0), truncation=strategy(), resume=state, **kw
+    )
     assert_array_equal(rest.params.flat(), full.params.flat())
