@@ -148,7 +148,7 @@ def fit(
     heldout : the held-out Batch; default 256 sequences from a generator seeded HELDOUT_SEED
         (for text: windows of the file's held-out tail)
     watch : compute rho, start fraction and per-step adjoint norms at log steps
-    power_iters : iteration budget per log step for rho (Krylov, warm-started: ~1 ms at H = 128;
+    power_iters : iteration budget per log step for rho (Krylov, warm-started: ~0.4 ms at H = 128;
         after a few log steps it tracks rho to ~1e-5 while W_h drifts slowly)
     watch_sequences : sequences of the batch traced for the start fraction (a monitor: the final
         verdict traces 32 held-out sequences)
@@ -157,7 +157,8 @@ def fit(
     vanish_ratio, vanish_steps : a vanishing stretch is vanish_steps consecutive norms below
         vanish_ratio x the median norm of the first spike_window steps
     resume : a TrainState from an earlier fit (or TrainState.from_checkpoint)
-    callback : called with each history row as it is made (D2 writes metrics.jsonl from it)
+    callback : called with each history row as it is made, and with {"step", "event"} for each
+        event (the train command writes metrics.jsonl from it)
     should_stop : polled before every step; True stops cleanly (e.g. after Ctrl-C)
 
     Returns
@@ -174,6 +175,10 @@ def fit(
     eval_every = log_every if eval_every is None else check_positive_int("eval_every", eval_every)
     check_positive_int("power_iters", power_iters)
     check_positive_int("watch_sequences", watch_sequences)
+    check_positive_int("spike_window", spike_window)
+    check_positive_int("vanish_steps", vanish_steps)
+    if not (spike_factor > 1 and 0 < vanish_ratio < 1):
+        raise ValueError(f"`spike_factor` must be > 1 and `vanish_ratio` in (0, 1); got {spike_factor}, {vanish_ratio}")
     optim.check_clip("clip", clip)
     optim.check_clip("clip_value", clip_value)
     if resume is None:
