@@ -195,6 +195,7 @@ def spectrum(
         input_scale=input_scale,
         verdict_tol=verdict_tol,
         plot=plot or out is not None,
+        out=out,
         seed=seed,
     )
 
