@@ -1,6 +1,7 @@
 """`bptt spectrum` through the CLI: the JSON contract, the verdicts of issue 3, plots, and bad input."""
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -238,3 +239,24 @@ def test_pick_rho_takes_the_larger_krylov_answer_and_says_so():
     notes = []
     assert pick_rho(ours, 0.9 + 0.1j, "arpack", notes) == (1.05, "krylov")
     assert pick_rho(ours, 0.5 + 0j, "numpy", []) == (0.5, "numpy")  # numpy has every eigenvalue
+
+
+def test_json_pipes_into_json_tool():
+    """`bptt spectrum --json | python -m json.tool`, as a shell pipeline would run it."""
+    import subprocess
+
+    env = {**os.environ, "COLUMNS": "80"}
+    producer = subprocess.run(
+        [sys.executable, "-m", "bptt_cli", "spectrum", "--json", "--hidden", "8", "--lyapunov", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert producer.returncode == 0, producer.stderr
+    tool = subprocess.run(
+        [sys.executable, "-m", "json.tool"], input=producer.stdout, capture_output=True, text=True, timeout=60
+    )
+    assert tool.returncode == 0, tool.stderr
+    assert json.loads(tool.stdout)["command"] == "spectrum"
+    assert "dominant eigenvalue" in producer.stderr  # the table went to stderr
