@@ -99,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="256,512,1024,2048")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--accuracy-seeds", type=int, default=5, help="matrices per size for the wrong-answer count")
+    ap.add_argument("--accuracy-seeds", type=int, default=8, help="matrices per size for the wrong-answer count")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     np.linalg.eigvals(np.eye(8))  # load LAPACK before timing

@@ -271,7 +271,7 @@ def test_same_rng_same_numbers():
         ({"tol": float("nan")}, "tol"),
         ({"method": "lanczos"}, "method"),
         ({"v0": np.ones(3)}, "v0"),
-        ({"nev": 25}, "nev"),
+        ({"nev": 31}, "nev"),
     ],
 )
 def test_bad_arguments(kwargs, match):
