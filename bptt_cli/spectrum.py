@@ -17,8 +17,8 @@ swing long before it settles. Two methods, both Rayleigh-Ritz on a subspace:
   makes it far faster than block power iteration when |lambda_2/lambda_1| is close to 1. One
   iteration = one matvec. A Krylov method can converge to a near-dominant eigenvalue while the
   true lambda_1 is still hidden (spurious large Ritz values steer the restarts away from it); a
-  basis of 60 rather than 40 and waiting for the three largest Ritz values make that rare (0 of
-  44 random matrices in the benchmark's check, against 1 of 44 with m = 40), not impossible.
+  basis of 60 rather than 40 and waiting for the three largest Ritz values make that rare (see
+  benchmarks/bench_spectrum.py's wrong-answer count), not impossible.
 
 Both stop when the relative residual ||W u - theta u|| / (|theta| ||u||) of the dominant Ritz
 pair is <= tol, and report converged=False when max_iter runs out first.
