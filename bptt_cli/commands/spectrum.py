@@ -184,7 +184,7 @@ def spectrum(
         method=method.value,
         max_iter=max_iter,
         tol=tol,
-        reference=ref_method,
+        reference=reference.value,
         lyapunov=lyapunov,
         steps=steps,
         warmup=warmup,
@@ -199,6 +199,8 @@ def spectrum(
         seed=seed,
     )
 
+    # the run folder first: a bad --out fails before any work
+    folder = out_dir(out, "spectrum") if plot or out is not None else None
     pr = power_iteration(W, max_iter=max_iter, tol=tol, rng=rng, method=method.value)
     ref_all = None if ref_method == "none" else reference_eigenvalues(W, ref_method)
     ref1 = None if ref_all is None else complex(ref_all[0])
@@ -269,8 +271,8 @@ def spectrum(
             "inputs": task_name,
             "input_scale": input_scale if the_task is None else None,
         }
-    if plot or out is not None:
-        results["plots"] = write_plots(out_dir(out, "spectrum"), W, pr, ref_all, sigma, bounds, tol)
+    if folder is not None:
+        results["plots"] = write_plots(folder, W, pr, ref_all, sigma, bounds, tol)
 
     show(o, pr, results, lyap, verdict, tol, max_iter)
     o.emit(document("spectrum", config, results, verdict=verdict.as_dict()))
