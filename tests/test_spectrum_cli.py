@@ -262,7 +262,7 @@ def test_json_pipes_into_json_tool():
     assert "dominant eigenvalue" in producer.stderr  # the table went to stderr
 
 
-def test_out_that_is_a_file_fails_before_any_work(tmp_path):
+def test_out_that_cannot_be_created_fails_before_any_work(tmp_path):
     (tmp_path / "f").write_text("x")
-    line = one_error_line(invoke(*FAST, "--out", tmp_path / "f"))
-    assert "--out" in line and "not a folder" in line
+    line = one_error_line(invoke(*FAST, "--out", tmp_path / "f" / "run"))
+    assert "--out" in line and "cannot create the folder" in line
