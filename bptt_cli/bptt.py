@@ -95,134 +95,126 @@ def _local_loss_gradient(
     return L, dl, dW_y, dc
 
 
-def _forward_local_loss(
+def _chunk_local_loss(
     params: Params,
-    x: np.ndarray,
-    h0: np.ndarray,
-    activation: str,
+    h_c: np.ndarray,
     loss: str,
-    targets: np.ndarray | None,
-    mask: np.ndarray | None,
-    chunk: int,
-) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
-    """The forward pass fused with `_local_loss_gradient`, one cache-sized chunk of steps at a time.
-
-    Returns hs (T + 1, B, H), L, dl (T, B, H) = dl_t/dh_t, dW_y, dc: the same numbers as
-    `forward_states` then `_local_loss_gradient` (to rounding: L and dW_y are summed chunk by chunk),
-    but the outputs y, the loss and dl of a chunk are computed while its states are still in cache,
-    and the (T, B, V) output array is never allocated (one (K B, V) buffer is reused).
-    """
-    T, B, _ = x.shape
-    H = params.hidden_size
+    targets_c: np.ndarray | None,
+    mask_c: np.ndarray | None,
+    out: np.ndarray,
+    ybuf: np.ndarray,
+    wbuf: np.ndarray,
+    dW_y: np.ndarray,
+    dc: np.ndarray,
+) -> float:
+    """One chunk's share of `_local_loss_gradient`: its loss, dl_t/dh_t into `out` (k, B, H), and
+    its share of dW_y and dc added in place. ybuf holds the chunk's outputs, then dL/dy."""
+    k, B, H = h_c.shape
+    kB = k * B
     V = params.output_size
-    hs = np.empty((T + 1, B, H), dtype=params.dtype)  # (T+1, B, H)
-    dl = np.empty((T, B, H), dtype=params.dtype)  # (T, B, H)
-    dW_y = np.zeros_like(params.W_y)  # (V, H)
-    dc = np.zeros_like(params.c)  # (V,)
-    head = uses_output_layer(loss)
-    if head:
-        ybuf = np.empty(min(chunk, T) * B * V, dtype=params.dtype)  # outputs, then dL/dy, of one chunk
-        wbuf = np.empty_like(dW_y)  # (V, H) one chunk's share of dW_y
-        scale = params.dtype.type(1.0 / B)  # the loss is a mean over the batch
-    L = 0.0
-    for lo, hi in iter_forward(params, x, h0, activation, hs, chunk):
-        kB = (hi - lo) * B
-        h_c = hs[lo + 1 : hi + 1]  # (k, B, H) h_t for this chunk's steps
-        m_c = None if mask is None else mask[lo:hi]
-        if not head:
-            # half-square: dl_t/dh_t = w h_t, scaled in place in dl
-            np.copyto(dl[lo:hi], h_c)
-            L += loss_and_grad(loss, dl[lo:hi], None, m_c, overwrite=True)[0]
-            continue
-        h2 = h_c.reshape(kB, H)
-        if loss == "xent":
-            # one column per (t, b): the softmax reductions then vectorise across samples
-            dy = ybuf[: V * kB].reshape(V, kB)  # (V, k B)
-            np.matmul(params.W_y, h2.T, out=dy)  # y_t = W_y h_t + c
-            dy += params.c[:, None]
-            w = scale if m_c is None else m_c.reshape(kB) * scale  # (k B,) or scalar
-            L += xent_columns(dy, targets[lo:hi].reshape(kB), w)
-            dyT = dy.T  # (k B, V) dL/dy_t
-        else:
-            y = ybuf[: kB * V].reshape(kB, V)
-            np.matmul(h2, params.W_y.T, out=y)
-            y += params.c
-            L_c, dy3 = loss_and_grad(loss, y.reshape(hi - lo, B, V), targets[lo:hi], m_c, overwrite=True)
-            L += L_c
-            dyT = dy3.reshape(kB, V)
-        # back through y_t = W_y h_t + c
-        np.matmul(dyT.T, h2, out=wbuf)
-        dW_y += wbuf
-        dc += dyT.sum(axis=0)
-        np.matmul(dyT, params.W_y, out=dl[lo:hi].reshape(kB, H))
-    return hs, L, dl, dW_y, dc
+    if not uses_output_layer(loss):
+        np.copyto(out, h_c)  # half-square: dl_t/dh_t = w h_t, scaled in place
+        return loss_and_grad(loss, out, None, mask_c, overwrite=True)[0]
+    h2 = h_c.reshape(kB, H)
+    if loss == "xent":
+        # one column per (t, b): the softmax reductions then vectorise across samples
+        dy = ybuf[: V * kB].reshape(V, kB)  # (V, k B)
+        np.matmul(params.W_y, h2.T, out=dy)  # y_t = W_y h_t + c
+        dy += params.c[:, None]
+        L = xent_columns(dy, targets_c.reshape(kB), B, None if mask_c is None else mask_c.reshape(kB))
+        dy2 = dy.T  # (k B, V) dL/dy_t
+    else:
+        y = ybuf[: kB * V].reshape(kB, V)
+        np.matmul(h2, params.W_y.T, out=y)
+        y += params.c
+        L, dy3 = loss_and_grad(loss, y.reshape(k, B, V), targets_c, mask_c, overwrite=True)
+        dy2 = dy3.reshape(kB, V)
+    # back through y_t = W_y h_t + c
+    np.matmul(dy2.T, h2, out=wbuf)
+    dW_y += wbuf
+    dc += dy2.sum(axis=0)
+    np.matmul(dy2, params.W_y, out=out.reshape(kB, H))
+    return L
 
 
 def _backward_efficient(
     params: Params,
     x: np.ndarray,
     hs: np.ndarray,
-    delta: np.ndarray,
     activation: str,
+    loss: str,
+    targets: np.ndarray | None,
+    mask: np.ndarray | None,
     propagate: np.ndarray | None,
-    chunk: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Phase 1 (the sequential loop) and phase 2 (large products), interleaved chunk by chunk.
+    chunk: int,
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The local loss gradients, phase 1 (the sequential loop) and phase 2 (large products),
+    interleaved one cache-sized chunk of K steps at a time, going back from the end.
 
-    `delta` enters holding dl_t/dh_t and leaves holding dL/dh_t (updated in place). Going back over
-    one cache-sized chunk of K steps at a time, phase 1 fills a (K, B, H) buffer with
-    g_t = f'(a_t) * delta_t (f' from h_t, so no pre-activations are kept); phase 2 then adds that
-    chunk's share of dW_h, dW_x and db in single products over its K B rows. The g of the whole
-    sequence is never stored: memory stays at hs and delta, and the chunk is still in cache when
-    the products read it.
+    hs (T + 1, B, H) enters holding h_0..h_T and leaves with hs[1:] holding the adjoints
+    dL/dh_t: delta_t is written over h_t once f'(a_t) = f'(h_t) has been taken from it, so BPTT
+    needs one (T, B, H) array, not separate states, local gradients, adjoints and g. Per chunk:
+    its outputs, loss and dl_t/dh_t (into a (K, B, H) buffer), f'(a_t), a copy of h_{t-1} for
+    phase 2, then the recursion, then the chunk's share of dW_h, dW_x and db in single products
+    over its K B rows, all while the chunk is in cache.
+
+    Returns L, dW_x, dW_h, db, dW_y, dc, dh0, jvps.
     """
-    T, B, H = delta.shape
+    T1, B, H = hs.shape
+    T = T1 - 1
     D = x.shape[2]
-    if chunk is None:
-        chunk = chunk_steps(B, H, delta.itemsize)
+    K = min(chunk, T)
+    dt = hs.dtype
     W_h = np.ascontiguousarray(params.W_h)  # (H, H); g_t W_h reads it untransposed
-    gbuf = np.empty((min(chunk, T), B, H), dtype=delta.dtype)  # (K, B, H) g_t of one chunk
-    tmp = np.empty((B, H), dtype=delta.dtype)  # (B, H) reused every step
-    dW_h = np.zeros((H, H), dtype=delta.dtype)
-    dW_x = np.zeros((H, D), dtype=delta.dtype)
-    db = np.zeros(H, dtype=delta.dtype)
-    hh_buf = np.empty_like(dW_h)  # one chunk's share of dW_h
-    hd_buf = np.empty_like(dW_x)  # one chunk's share of dW_x
+    dl = np.empty((K, B, H), dtype=dt)  # (K, B, H) dl_t/dh_t of one chunk
+    g = np.empty((K, B, H), dtype=dt)  # (K, B, H) f'(a_t), then g_t = f'(a_t) * delta_t
+    h_prev = np.empty((K, B, H), dtype=dt)  # (K, B, H) h_{t-1}, kept for phase 2
+    ybuf = np.empty(K * B * params.output_size, dtype=dt)  # one chunk's outputs, then dL/dy
+    carry = np.zeros((B, H), dtype=dt)  # (B, H) xi_{t+1} g_{t+1} W_h, sent back to step t
+    dW_x = np.zeros((H, D), dtype=dt)
+    dW_h = np.zeros((H, H), dtype=dt)
+    db = np.zeros(H, dtype=dt)
+    dW_y = np.zeros_like(params.W_y)
+    dc = np.zeros_like(params.c)
+    hh_buf, hd_buf, wbuf = np.empty_like(dW_h), np.empty_like(dW_x), np.empty_like(dW_y)  # one chunk's shares
     if propagate is None:
         jvps = T
     else:
         xi = propagate[:, :, None]  # (T, B, 1) truncation weights xi_t in {0, 1, 1/P}
         live = propagate.any(axis=1).tolist()  # steps that send anything back
         jvps = sum(live[1:]) + 1
+    L = 0.0
     for hi in range(T, 0, -chunk):
         lo = max(0, hi - chunk)
-        kB = (hi - lo) * B
-        g = gbuf[: hi - lo]  # (k, B, H)
-        activation_derivative(hs[lo + 1 : hi + 1], activation, out=g)  # f'(a_t)
+        k = hi - lo
+        h_c = hs[lo + 1 : hi + 1]  # (k, B, H) h_t of this chunk; becomes its delta_t
+        m_c = None if mask is None else mask[lo:hi]
+        t_c = None if targets is None else targets[lo:hi]
+        L += _chunk_local_loss(params, h_c, loss, t_c, m_c, dl[:k], ybuf, wbuf, dW_y, dc)
+        activation_derivative(h_c, activation, out=g[:k])  # f'(a_t) from h_t
+        np.copyto(h_prev[:k], hs[lo:hi])  # h_{t-1}: slots lo+1..hi-1 are overwritten below
         # phase 1: the only sequential part
         for s in range(hi - 1, lo - 1, -1):
-            g_s = g[s - lo]
-            np.multiply(g_s, delta[s], out=g_s)  # back through f: g_t = f'(a_t) * delta_t
-            if s == 0:
-                break
+            j = s - lo
+            d_s = hs[s + 1]  # h_t's slot (t = s + 1) receives delta_t = dL/dh_t
+            np.add(dl[j], carry, out=d_s)  # delta_t = dl_t/dh_t + xi_{t+1} g_{t+1} W_h
+            g_j = g[j]
+            np.multiply(g_j, d_s, out=g_j)  # back through f: g_t = f'(a_t) * delta_t
             if propagate is None:
-                np.dot(g_s, W_h, out=tmp)  # back through W_h h_{t-1}: g_t W_h
-                np.add(delta[s - 1], tmp, out=delta[s - 1])  # delta_{t-1} = dl_{t-1}/dh_{t-1} + g_t W_h
+                np.dot(g_j, W_h, out=carry)  # back through W_h h_{t-1}: g_t W_h
             elif live[s]:
-                np.dot(g_s, W_h, out=tmp)
-                np.multiply(tmp, xi[s], out=tmp)  # truncation: xi_t
-                np.add(delta[s - 1], tmp, out=delta[s - 1])
+                np.dot(g_j, W_h, out=carry)
+                np.multiply(carry, xi[s], out=carry)  # truncation: xi_t
+            else:
+                carry.fill(0)
         # phase 2: this chunk's share of every parameter gradient, one product over its (t, b) pairs
-        G = g.reshape(kB, H)
-        np.matmul(G.T, hs[lo:hi].reshape(kB, H), out=hh_buf)  # sum_t g_t h_{t-1}^T
+        G = g[:k].reshape(k * B, H)
+        np.matmul(G.T, h_prev[:k].reshape(k * B, H), out=hh_buf)  # sum_t g_t h_{t-1}^T
         dW_h += hh_buf
-        np.matmul(G.T, x[lo:hi].reshape(kB, D), out=hd_buf)  # sum_t g_t x_t^T
+        np.matmul(G.T, x[lo:hi].reshape(k * B, D), out=hd_buf)  # sum_t g_t x_t^T
         dW_x += hd_buf
         db += G.sum(axis=0)  # sum_t g_t
-    dh0 = gbuf[0] @ W_h  # (B, H): the last chunk done starts at t = 1
-    if propagate is not None:
-        dh0 *= xi[0]
-    return dW_x, dW_h, db, dh0, jvps
+    return L, dW_x, dW_h, db, dW_y, dc, carry, jvps  # carry = xi_1 g_1 W_h = dL/dh_0
 
 
 def _backward_naive(
@@ -308,10 +300,14 @@ def gradients(
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if method == "efficient":
-            chunk = chunk_steps(B, params.hidden_size, params.dtype.itemsize)
-            hs, L, dl, dW_y, dc = _forward_local_loss(params, x, h0, activation, loss, targets, mask, chunk)
-            dW_x, dW_h, db, dh0, jvps = _backward_efficient(params, x, hs, dl, activation, propagate, chunk)
-            adjoints, paths = dl, T
+            chunk = chunk_steps(B, params.hidden_size, params.dtype.itemsize, T)
+            hs = np.empty((T + 1, B, params.hidden_size), dtype=params.dtype)  # (T+1, B, H)
+            for _ in iter_forward(params, x, h0, activation, hs, chunk):
+                pass
+            L, dW_x, dW_h, db, dW_y, dc, dh0, jvps = _backward_efficient(
+                params, x, hs, activation, loss, targets, mask, propagate, chunk
+            )
+            adjoints, paths = hs[1:], T  # the adjoints were written over h_1..h_T
         else:
             hs = forward_states(params, x, h0, activation)  # (T+1, B, H)
             L, dl, dW_y, dc = _local_loss_gradient(params, hs, loss, targets, mask)

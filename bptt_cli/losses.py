@@ -133,23 +133,25 @@ def loss_and_grad(
     return L, dz
 
 
-def xent_columns(yT: np.ndarray, targets: np.ndarray, weights: np.ndarray | float) -> float:
+def xent_columns(yT: np.ndarray, targets: np.ndarray, batch: int, mask: np.ndarray | None = None) -> float:
     """Softmax cross-entropy on outputs stored one column per sample; overwrites yT with dL/dy.
 
     Parameters
     ----------
     yT : (V, N) C-contiguous outputs, column n the logits of sample n = (t, b)
     targets : (N,) int class indices in 0..V-1 (already checked)
-    weights : (N,) per-sample weight (the mask over B), or one scalar (1/B without a mask)
+    batch : B; the loss is a mean over the batch, as in `loss_and_grad`
+    mask : (N,) per-sample weight (already checked), None for all ones
 
     Returns
     -------
-    L = sum_n w_n nll_n; yT then holds w_n (p_n - onehot(target_n)) in column n.
+    L = sum_n w_n nll_n with w_n = mask_n / B; yT then holds w_n (p_n - onehot(target_n)) in column n.
 
-    The same numbers as `loss_and_grad('xent', ...)` on yT.T (to rounding), used by the fused
-    forward of `bptt.gradients`. In this layout the per-sample max and sum run down the columns,
-    which numpy vectorises across samples: about 10x faster than reducing every short row of an
-    (N, V) array (row max of 3200 x 64 floats: 19 us against 189 us).
+    The same numbers as `loss_and_grad('xent', ...)` on yT.T (to rounding; the weights and the final
+    sum are formed the same way), used by the fused backward of `bptt.gradients`. In this layout the
+    per-sample max and sum run down the columns, which numpy vectorises across samples: about 10x
+    faster than reducing every short row of an (N, V) array (row max of 3200 x 64 floats: 19 us
+    against 189 us).
     """
     V, N = yT.shape
     flat = yT.reshape(-1)  # (V N,) view (yT is contiguous)
@@ -164,7 +166,9 @@ def xent_columns(yT: np.ndarray, targets: np.ndarray, weights: np.ndarray | floa
     yT /= sum_exp  # softmax p
     # back through softmax + log: dl/dy = p - onehot(target)
     flat[pick] -= 1
-    yT *= weights
-    if np.ndim(weights) == 0:
-        return float(nll.sum()) * float(weights)
-    return float(np.dot(weights, nll))
+    if mask is None:
+        yT *= yT.dtype.type(1.0 / batch)
+        return float(nll.sum()) / batch
+    w = mask / yT.dtype.type(batch)  # (N,)
+    yT *= w
+    return float(np.dot(w, nll))

@@ -79,14 +79,15 @@ def test_chunked_forward_states_equal_forward(fixed_chunk, K, act):
 
 
 def test_default_chunking_splits_long_sequences_and_agrees_with_naive():
-    """With the default chunk size (64 steps at B = 32, H = 64, float64) a sequence of 1.5 chunks
-    crosses a chunk boundary without any patching."""
+    """The default chunking (at most 64 steps at B = 32, H = 64, float64, and at most T / 8) splits
+    a sequence of 1.5 such chunks without any patching."""
     B, H = 32, 64
     K = chunk_steps(B, H, 8)
     assert 1 <= K <= 200  # keeps the O(T^2) naive reference fast
     T = K + K // 2 + 1
     rng = np.random.default_rng(3)
     p, x, targets, h0 = problem(rng, T=T, B=B, D=3, H=H, V=5)
+    assert chunk_steps(B, H, 8, T) < T
     fast = gradients(p, x, targets, h0=h0)
     naive = gradients(p, x, targets, h0=h0, method="naive")
     for name in PARAM_NAMES:
@@ -105,8 +106,7 @@ def test_xent_columns_matches_loss_and_grad_and_closed_form(dtype, tol, weighted
     L_ref, dy_ref = loss_and_grad("xent", y, targets, mask)
     w = np.full((T, B), 1.0 / B) if mask is None else mask / B  # (T, B)
     yT = np.ascontiguousarray(y.reshape(T * B, V).T)  # (V, N)
-    weights = dtype(1.0 / B) if mask is None else (mask / dtype(B)).reshape(-1)
-    L = xent_columns(yT, targets.reshape(-1), weights)
+    L = xent_columns(yT, targets.reshape(-1), B, None if mask is None else mask.reshape(-1))
     assert L == pytest.approx(L_ref, rel=tol)
     assert_allclose(yT.T.reshape(T, B, V), dy_ref, rtol=tol, atol=tol)
     # the closed form, in float64 from scipy: nll = -log softmax(y)[target], dL/dy = w (softmax(y) - onehot)
@@ -119,7 +119,7 @@ def test_xent_columns_matches_loss_and_grad_and_closed_form(dtype, tol, weighted
 
 def test_xent_columns_is_stable_for_huge_logits():
     yT = np.array([[1000.0, -1000.0], [0.0, 0.0]])  # (V=2, N=2): logits (1000, 0) and (-1000, 0)
-    L = xent_columns(yT, np.array([0, 0]), 1.0)  # nll: log(1 + e^-1000) ~ 0, and 1000 + log(1 + e^-1000)
+    L = xent_columns(yT, np.array([0, 0]), 1)  # nll: log(1 + e^-1000) ~ 0, and 1000 + log(1 + e^-1000)
     assert L == pytest.approx(1000.0, rel=1e-15)
     assert_allclose(yT, [[0.0, -1.0], [0.0, 1.0]], atol=1e-300)
 
