@@ -308,16 +308,16 @@ def chunk_steps(
 ) -> int:
     """How many time steps make one cache-sized chunk of a (T, B, H) array (at least 1).
 
-    With `seq_len`, and a (T, B, H) array larger than one chunk, also at most T / 8 steps: the
-    backward's three (K, B, H) scratch buffers then stay small next to the (T + 1, B, H) state
-    array, and glibc's malloc keeps reusing the same memory from call to call instead of handing it
-    back to the kernel and taking page faults to get it again (measured at B = 32, T = 100, H = 128:
-    ~1000 minor faults and ~13% of the time per call with K = 64, none with K = 16). Smaller
-    problems stay one chunk.
+    With `seq_len`, and a (T, B, H) array above glibc's default mmap threshold (128 KiB), also at
+    most T / 8 steps: the backward's three (K, B, H) scratch buffers then stay small next to the
+    (T + 1, B, H) state array, and glibc's malloc keeps reusing the same memory from call to call
+    instead of handing it back to the kernel and taking page faults to get it again (measured at
+    B = 32, T = 100, H = 128: ~1000 minor faults and ~13% of the time per call with K = 64, none
+    with K = 16). Smaller problems stay one chunk.
     """
     step_bytes = batch * hidden * itemsize
     k = max(1, chunk_bytes // step_bytes)
-    if seq_len is None or seq_len * step_bytes <= chunk_bytes:
+    if seq_len is None or seq_len * step_bytes <= 1 << 17:
         return k
     return max(1, min(k, seq_len // 8))
 
