@@ -192,9 +192,9 @@ def main() -> None:
 
 # Commands register themselves on `app` when imported (they import the aliases above).
 # One line per command, so that adding a command touches one line.
+import bptt_cli.commands.compare_truncation  # noqa: E402, F401
 import bptt_cli.commands.gradcheck  # noqa: E402, F401
 import bptt_cli.commands.paths  # noqa: E402, F401
-import bptt_cli.commands.trace  # noqa: E402, F401
-import bptt_cli.commands.compare_truncation  # noqa: E402, F401
 import bptt_cli.commands.spectrum  # noqa: E402, F401
+import bptt_cli.commands.trace  # noqa: E402, F401
 import bptt_cli.commands.train  # noqa: E402, F401

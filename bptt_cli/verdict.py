@@ -167,3 +167,58 @@ def judge_matrix(
         f"not determined by the matrix alone: {bounds['sigma_statement']}; {bounds['rho_statement']}. "
         "Run a trajectory (--lyapunov) to measure the gain",
     )
+
+
+# A measured signal whose log is this poorly explained by a straight line in k (r^2 below)
+# is not an exponential: a single per-step gain would misdescribe it, so the verdict falls
+# back to the net change over the traced steps.
+MIN_FIT_R2 = 0.5
+
+
+def judge_trace(
+    gain: float,
+    r2: float,
+    points: int,
+    log_net_change: float,
+    steps: int,
+    *,
+    basis: str,
+    tol: float = DEFAULT_TOL,
+    eps: float = 1e-3,
+    evidence: dict | None = None,
+) -> Verdict:
+    """Judge a traced gradient signal: its fitted per-step gain when the fit is exponential,
+    otherwise its net change over the traced steps.
+
+    gain, r2, points : the least-squares fit of log ||signal|| against steps back k
+    log_net_change : log(||signal at the first step|| / ||signal at the last step||)
+    steps : how many steps back that change spans
+    eps : the net change below eps is vanishing, above 1/eps exploding (the trace horizon's eps)
+
+    Fewer than two usable points: undetermined. r^2 >= MIN_FIT_R2: judge_gain on the gain.
+    Otherwise the signal is not exponential in k and the net change decides, so that a signal
+    that wanders but arrives at the start of the sequence intact is not called vanishing.
+    """
+    tol = _check_tol(tol)
+    ev = {
+        **(evidence or {}),
+        "gain": gain,
+        "r2": r2,
+        "points": points,
+        "ln_net_change": log_net_change,  # a log: the change itself can overflow a float
+        "steps": steps,
+    }
+    if points < 2 or math.isnan(gain):
+        return Verdict("undetermined", basis, ev, "fewer than two non-zero points: the signal cannot be fitted")
+    if (math.isfinite(r2) and r2 >= MIN_FIT_R2) or not math.isfinite(log_net_change):
+        return judge_gain(gain, basis=basis, tol=tol, evidence=ev)
+    ev["eps"] = eps
+    net = f"{math.exp(log_net_change):.3g}x over {steps} steps"  # |log| <= -log(eps) here or below
+    why = f"the log-signal is not a line in k (r^2 = {r2:.2f} < {MIN_FIT_R2}), so no per-step gain is claimed"
+    if log_net_change < math.log(eps):
+        return Verdict("vanishing", f"{basis}_net", ev, f"{why}; it falls to {net}, below eps = {eps:g}")
+    if log_net_change > -math.log(eps):
+        return Verdict("exploding", f"{basis}_net", ev, f"{why}; it grows to {net}, above 1/eps = {1 / eps:g}")
+    return Verdict(
+        "stable", f"{basis}_net", ev, f"{why}; it arrives with {net}, within [eps, 1/eps] = [{eps:g}, {1 / eps:g}]"
+    )

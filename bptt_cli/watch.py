@@ -17,7 +17,7 @@ from bptt_cli.bptt import GradResult
 from bptt_cli.model import Params, forward_states
 from bptt_cli.tasks import Batch
 from bptt_cli.trace import TraceResult, trace
-from bptt_cli.verdict import Verdict, judge_gain
+from bptt_cli.verdict import Verdict, judge_trace
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def judge_training(
     """The verdict on a finished run.
 
     diverged (a non-finite loss or gradient stopped it) wins; otherwise the label is the trace's
-    fitted per-step gain of the last loss's signal in the final model (verdict.judge_gain,
+    fitted per-step gain of the last loss's signal in the final model (verdict.judge_trace,
     basis "trace"), and rho(W_h), the spikes, vanishing stretches and clipping are its evidence
     and are named in the message. rho alone never decides (DESIGN.md section 1).
     """
@@ -218,7 +218,8 @@ def judge_training(
         start_fraction=trace_result.start_fraction,
         suggested_window=trace_result.suggested_window,
     )
-    v = judge_gain(fit.gain, basis="trace", evidence=evidence)
+    log_net = float(trace_result.last.log_mean[0] - trace_result.last.log_mean[-1])
+    v = judge_trace(fit.gain, fit.r2, fit.points, log_net, trace_result.seq_len - 1, basis="trace", evidence=evidence)
     notes = []
     if rho is not None:
         notes.append(f"rho(W_h) = {rho:.3g}")

@@ -295,8 +295,8 @@ def test_no_last_loss_is_undetermined():
     assert r.fit.points == 0 and math.isnan(r.fit.gain)
     assert r.horizon.method == "undetermined" and r.suggested_window is None
     assert np.all(np.isfinite(r.total.log_mean[:-1])) and r.total.log_mean[-1] == -np.inf
-    assert make_verdict(r, "last", 0.02, {}).label == "undetermined"
-    assert make_verdict(r, "all", 0.02, {}).label in ("exploding", "vanishing", "stable")
+    assert make_verdict(r, "last", 0.02, 1e-3, {}).label == "undetermined"
+    assert make_verdict(r, "all", 0.02, 1e-3, {}).label in ("exploding", "vanishing", "stable")
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])

@@ -111,3 +111,31 @@ def test_as_dict_is_plain_and_labels_are_closed():
     assert set(d) == {"label", "basis", "evidence", "message"}
     assert d["evidence"]["steps"] == 10 and d["evidence"]["gain"] == 1.3
     assert set(LABELS) == {"exploding", "vanishing", "stable", "diverged", "undetermined"}
+
+
+# ---------------------------------------------------------------- judge_trace
+
+
+@pytest.mark.parametrize(
+    "gain, r2, log_net, expected, basis_suffix",
+    [
+        (0.9, 0.99, 19 * math.log(0.9), "vanishing", ""),  # exponential: the per-step gain decides
+        (1.1, 0.99, 19 * math.log(1.1), "exploding", ""),
+        (0.96, 0.32, math.log(1.24), "stable", "_net"),  # wandering signal that arrives intact
+        (0.96, 0.32, math.log(1e-4), "vanishing", "_net"),  # wandering, but lost below eps
+        (1.04, 0.10, math.log(1e4), "exploding", "_net"),
+    ],
+)
+def test_judge_trace_uses_the_gain_only_when_the_fit_is_exponential(gain, r2, log_net, expected, basis_suffix):
+    from bptt_cli.verdict import judge_trace
+
+    v = judge_trace(gain, r2, 20, log_net, 19, basis="trace", eps=1e-3)
+    assert v.label == expected
+    assert v.basis == "trace" + basis_suffix
+    assert v.evidence["r2"] == r2 and v.evidence["steps"] == 19
+
+
+def test_judge_trace_without_points_is_undetermined():
+    from bptt_cli.verdict import judge_trace
+
+    assert judge_trace(math.nan, math.nan, 0, math.nan, 19, basis="trace").label == "undetermined"

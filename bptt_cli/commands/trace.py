@@ -34,7 +34,7 @@ from bptt_cli.spectrum import lyapunov_exponents, reference_eigenvalues, singula
 from bptt_cli.tasks import TASKS, heldout_batch, make_task
 from bptt_cli.trace import JACOBIAN_MODES, TraceResult
 from bptt_cli.trace import trace as run_trace
-from bptt_cli.verdict import DEFAULT_TOL, Verdict, judge_gain, judge_matrix
+from bptt_cli.verdict import DEFAULT_TOL, Verdict, judge_matrix, judge_trace
 
 Signal = Enum("Signal", {"last": "last", "all": "all"}, type=str)
 Jacobian = Enum("Jacobian", {m: m for m in JACOBIAN_MODES}, type=str)
@@ -103,13 +103,21 @@ def signal_dict(sig) -> dict:
     return {"ln_mean": sig.log_mean, "ln_min": sig.log_min, "ln_max": sig.log_max}
 
 
-def make_verdict(res: TraceResult, signal: str, tol: float, evidence: dict) -> Verdict:
-    fit = res.fit if signal == "last" else res.fit_total
+def make_verdict(res: TraceResult, signal: str, tol: float, eps: float, evidence: dict) -> Verdict:
+    fit, sig = (res.fit, res.last) if signal == "last" else (res.fit_total, res.total)
     basis = "trace_last_loss" if signal == "last" else "trace_all_losses"
-    ev = {"fit": fit.as_dict(), **evidence}
-    if fit.points < 2:
-        return Verdict("undetermined", basis, ev, "fewer than two non-zero points: the signal cannot be fitted")
-    return judge_gain(fit.gain, basis=basis, tol=tol, evidence=ev)
+    log_net = float(sig.log_mean[0] - sig.log_mean[-1])  # ln(||signal at t = 1|| / ||signal at t = T||)
+    return judge_trace(
+        fit.gain,
+        fit.r2,
+        fit.points,
+        log_net,
+        res.seq_len - 1,
+        basis=basis,
+        tol=tol,
+        eps=eps,
+        evidence={"fit": fit.as_dict(), **evidence},
+    )
 
 
 @command
@@ -274,7 +282,9 @@ def trace(
         "lyapunov_gain": lyap_gain,
         "matrix_verdict": matrix_verdict.as_dict(),
     }
-    verdict = make_verdict(res, signal.value, tol, {"rho": rho, "sigma_max": sigma_max, "lyapunov_gain": lyap_gain})
+    verdict = make_verdict(
+        res, signal.value, tol, eps, {"rho": rho, "sigma_max": sigma_max, "lyapunov_gain": lyap_gain}
+    )
     results: dict = {
         "loss_value": res.loss,
         "fit": res.fit.as_dict(),
