@@ -106,9 +106,16 @@ class Output:
 
     def emit(self, doc: dict) -> None:
         """The JSON document, when --json is on: stdout, nothing else there."""
-        if self.json:
+        if not self.json:
+            return
+        try:
             sys.stdout.write(dumps(doc) + "\n")
             sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader closed the pipe early (`| head`): exit quietly as shell tools do on
+            # SIGPIPE, with stdout pointed at devnull so the interpreter's final flush is silent.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
 
 
 def out_dir(out: Path | None, command: str) -> Path:
