@@ -220,5 +220,5 @@ def judge_trace(
     if log_net_change > -math.log(eps):
         return Verdict("exploding", f"{basis}_net", ev, f"{why}; it grows to {net}, above 1/eps = {1 / eps:g}")
     return Verdict(
-        "stable", f"{basis}_net", ev, f"{why}; it arrives with {net}, within [eps, 1/eps] = [{eps:g}, {1 / eps:g}]"
+        "stable", f"{basis}_net", ev, f"{why}; it arrives with {net}, between eps = {eps:g} and 1/eps = {1 / eps:g}"
     )
