@@ -3,7 +3,8 @@
 efficient (O(T), the notes' method 2): one backward recursion for delta_t = dL/dh_t,
     g_t         = f'(a_t) * delta_t
     delta_{t-1} = dl_{t-1}/dh_{t-1} + xi_t * g_t W_h        (xi_t = 1 for full BPTT)
-then every parameter gradient from the stored g_t in single matrix products over all (t, b).
+then every parameter gradient from the g_t in large matrix products over all (t, b) pairs of a
+cache-sized chunk of steps (see `_backward_efficient`: one (T+1, B, H) array in all).
 
 naive (O(T^2), the notes' method 1): a separate walk back from every loss l_s to every
 state h_t <= h_s, T(T+1)/2 paths, each adding its own contribution to every parameter.
@@ -47,7 +48,8 @@ class GradResult:
     loss : the scalar loss L
     grads : Params of dL/dparam, same shapes and dtype as the parameters
     dh0 : (B, H) dL/dh_0
-    adjoints : (T, B, H) dL/dh_t for t = 1..T
+    adjoints : (T, B, H) dL/dh_t for t = 1..T (efficient: a C-contiguous view of the buffer that
+        held the states, which it overwrote)
     method : 'efficient' or 'naive'
     paths : backward walks: T recursion steps (efficient) or T(T+1)/2 loss-to-state paths (naive)
     jvps : products with W_h done going backwards (vector-Jacobian products, per batch)
