@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 
 from bptt_cli import __version__
+from bptt_cli.blas import blas_threads, default_threads
 from bptt_cli.report import dumps
 
 app = typer.Typer(
@@ -159,7 +160,8 @@ def command(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with blas_threads(default_threads()):  # see bptt_cli/blas.py: one thread is fastest here
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except KeyboardInterrupt:

@@ -282,7 +282,7 @@ def test_a_library_rejection_before_training_leaves_nothing(tmp_path, monkeypatc
 
 
 def test_blas_threads_sets_and_restores_the_count():
-    from bptt_cli.commands.train_setup import _openblas, blas_threads
+    from bptt_cli.blas import _openblas, blas_threads
 
     api = _openblas()
     if api is None:

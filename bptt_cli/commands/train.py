@@ -16,6 +16,7 @@ from typer._click.core import ParameterSource
 
 from bptt_cli import optim
 from bptt_cli import train as trainlib
+from bptt_cli.blas import blas_threads
 from bptt_cli.checkpoint import save_checkpoint
 from bptt_cli.cli import (
     Activation,
@@ -40,7 +41,6 @@ from bptt_cli.commands.train_setup import (
     Sampling,
     StopFlag,
     TaskName,
-    blas_threads,
     command_line,
     load_resume,
     parse_fail_on,

@@ -2,12 +2,9 @@
 the command line for config.json, the Ctrl-C flag, and reading a checkpoint to resume from.
 """
 
-import contextlib
-import ctypes
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -171,42 +168,3 @@ def load_resume(ctx: typer.Context, resume: Path) -> tuple[dict, Checkpoint]:
                 "may change",
             )
     return saved, ckpt
-
-
-def _openblas() -> tuple[Any, Any] | None:
-    """(set, get) of the thread count of the OpenBLAS numpy loaded, or None (another BLAS)."""
-    import numpy as np
-
-    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-    for path in sorted(libs.glob("*openblas*")):
-        try:
-            lib = ctypes.CDLL(str(path))  # already loaded by numpy: the same handle
-        except OSError:
-            continue
-        for suffix in ("scipy_openblas_{}_num_threads64_", "openblas_{}_num_threads64_", "openblas_{}_num_threads"):
-            setter, getter = (getattr(lib, suffix.format(v), None) for v in ("set", "get"))
-            if setter is not None and getter is not None:
-                getter.restype = ctypes.c_int
-                return setter, getter
-    return None
-
-
-@contextlib.contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` BLAS threads, then restore the previous count.
-
-    The training matrices are small (B x H with H ~ 64): a second BLAS thread costs more in
-    hand-offs than it saves, and on a shared machine it waits for a core. No-op for a BLAS
-    other than numpy's bundled OpenBLAS.
-    """
-    api = _openblas()
-    if api is None:
-        yield
-        return
-    setter, getter = api
-    before = int(getter())
-    setter(ctypes.c_int(n))
-    try:
-        yield
-    finally:
-        setter(ctypes.c_int(before))
