@@ -12,12 +12,15 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bptt_cli.checkpoint import _FORMAT_KEY, load_checkpoint
 from bptt_cli.model import Params, init_params, scale_to_spectral_radius
+
+if TYPE_CHECKING:
+    from bptt_cli.tasks import Task
 
 TORCH_DEFAULT_KEY = "weight_hh_l0"
 SUFFIXES = (".npy", ".npz", ".pt", ".pth")
@@ -212,3 +215,45 @@ def resolve_params(
         params = Params(W_x=params.W_x, W_h=W_h, b=params.b, W_y=params.W_y, c=params.c)
         description += f", rescaled to spectral radius {spectral_radius:g}"
     return ParamsSource(params, origin, description, config)
+
+
+def saved_options(model: str | os.PathLike | None, weights: str | os.PathLike | None) -> dict[str, Any]:
+    """The options a --model checkpoint was made with ({} for --weights or a fresh init).
+
+    `bptt train` keeps them under "options" in the checkpoint's config; other checkpoints keep
+    them at the top level. The spectrum and trace commands take a checkpoint's task,
+    activation and loss from here unless their own options say otherwise.
+    """
+    if model is None or weights is not None:
+        return {}
+    config = load_checkpoint(model).config
+    return config["options"] if isinstance(config.get("options"), dict) else config
+
+
+def task_from_options(
+    task: str | None,
+    options: dict[str, Any],
+    *,
+    seq_len: int | None,
+    text: str | os.PathLike | None,
+    model: str | os.PathLike | None = None,
+) -> tuple[str, Task | None]:
+    """(task name, Task) from --task, else the checkpoint's options; ("random", None) for none.
+
+    The task's alphabet, delay and text come from the checkpoint's options when it has them.
+    """
+    from bptt_cli.tasks import TASKS, make_task
+
+    saved = options.get("task")
+    name = task if task is not None else saved if isinstance(saved, str) else "random"
+    if name not in ("random", *TASKS):
+        raise ValueError(f"{model}: the checkpoint's task {name!r} is not one of {', '.join(TASKS)}")
+    if name == "random":
+        return name, None
+    return name, make_task(
+        name,
+        seq_len=seq_len,
+        symbols=int(options.get("alphabet") or options.get("symbols") or 8),
+        delay=int(options.get("delay") or 10),
+        text=text if text is not None else options.get("text"),
+    )

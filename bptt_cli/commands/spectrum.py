@@ -7,7 +7,6 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from bptt_cli.checkpoint import load_checkpoint
 from bptt_cli.cli import (
     Activation,
     BatchOpt,
@@ -25,9 +24,9 @@ from bptt_cli.cli import (
     out_dir,
 )
 from bptt_cli.report import document, fmt, table
-from bptt_cli.sources import resolve_params
+from bptt_cli.sources import resolve_params, saved_options, task_from_options
 from bptt_cli.spectrum import lyapunov_exponents, power_iteration, reference_eigenvalues, singular_values
-from bptt_cli.tasks import TASKS, heldout_batch, make_task
+from bptt_cli.tasks import heldout_batch
 from bptt_cli.verdict import DEFAULT_TOL, judge_matrix, pascanu_bounds
 
 # numpy.linalg.eigvals is O(H^3) and holds all H eigenvalues: the default reference up to here
@@ -135,20 +134,11 @@ def spectrum(
     o = Output(json, quiet)
     rng = np.random.default_rng(seed)
     # a checkpoint brings its activation and task (bptt train keeps them under "options")
-    saved = load_checkpoint(model).config if model is not None and weights is None else {}
-    opts = saved.get("options") if isinstance(saved.get("options"), dict) else saved
-    task_name = task.value if task is not None else str(opts.get("task") or "random")
-    if task_name not in ("random", *TASKS):
-        raise ValueError(f"{model}: the checkpoint's task {task_name!r} is not one of {', '.join(TASKS)}")
-    the_task = None
-    if task_name != "random":
-        the_task = make_task(
-            task_name,
-            seq_len=steps,
-            symbols=int(opts.get("alphabet") or opts.get("symbols") or 8),
-            delay=int(opts.get("delay") or 10),
-            text=text if text is not None else opts.get("text"),
-        )
+    opts = saved_options(model, weights)
+    task_name, the_task = task_from_options(
+        task.value if task is not None else None, opts, seq_len=steps, text=text, model=model
+    )
+    if the_task is not None:
         input_size = the_task.input_size
     elif text is not None:
         raise ValueError("--text applies to --task text only")

@@ -8,7 +8,6 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from bptt_cli.checkpoint import load_checkpoint
 from bptt_cli.cli import (
     Activation,
     BatchOpt,
@@ -29,9 +28,9 @@ from bptt_cli.cli import (
     usage_error,
 )
 from bptt_cli.report import document, fmt, table
-from bptt_cli.sources import resolve_params
+from bptt_cli.sources import resolve_params, saved_options, task_from_options
 from bptt_cli.spectrum import lyapunov_exponents, reference_eigenvalues, singular_values
-from bptt_cli.tasks import TASKS, heldout_batch, make_task
+from bptt_cli.tasks import TASKS, heldout_batch
 from bptt_cli.trace import JACOBIAN_MODES, TraceResult
 from bptt_cli.trace import trace as run_trace
 from bptt_cli.verdict import DEFAULT_TOL, Verdict, judge_matrix, judge_trace
@@ -192,24 +191,17 @@ def trace(
     o = Output(json, quiet)
     rng = np.random.default_rng(seed)
     # a checkpoint brings its own activation, loss and task (unless the options say otherwise)
-    saved: dict = {}
-    if model is not None and weights is None:
-        saved = load_checkpoint(model).config
-    opts = saved.get("options") if isinstance(saved.get("options"), dict) else saved  # bptt train's layout
-    task_name = task.value if task is not None else opts.get("task") if isinstance(opts.get("task"), str) else "random"
-    if task_name not in ("random", *TASKS):
-        raise ValueError(f"{model}: the checkpoint's task {task_name!r} is not one of {', '.join(TASKS)}")
-    if task_name != "random" and inputs is not None:
+    opts = saved_options(model, weights)
+    task_name, the_task = task_from_options(
+        task.value if task is not None else None,
+        opts,
+        seq_len=seq_len if seq_len is not None else opts.get("seq_len"),
+        text=text,
+        model=model,
+    )
+    if the_task is not None and inputs is not None:
         usage_error("--inputs", f"gives the inputs itself; it cannot be combined with the {task_name} task")
-    the_task = None
-    if task_name != "random":
-        the_task = make_task(
-            task_name,
-            seq_len=seq_len if seq_len is not None else opts.get("seq_len"),
-            symbols=int(opts.get("alphabet") or 8),
-            delay=int(opts.get("delay") or 10),
-            text=text if text is not None else opts.get("text"),
-        )
+    if the_task is not None:
         if loss_fn is not None and loss_fn.value != the_task.loss:
             usage_error("--loss-fn", f"{loss_fn.value} does not match the {task_name} task's loss {the_task.loss}")
         lf = the_task.loss
