@@ -218,7 +218,7 @@ def judge_training(
         start_fraction=trace_result.start_fraction,
         suggested_window=trace_result.suggested_window,
     )
-    log_net = float(trace_result.last.log_mean[0] - trace_result.last.log_mean[-1])
+    log_net = float(trace_result.last.log_mean[0]) - float(trace_result.last.log_mean[-1])
     v = judge_trace(fit.gain, fit.r2, fit.points, log_net, trace_result.seq_len - 1, basis="trace", evidence=evidence)
     notes = []
     if rho is not None:

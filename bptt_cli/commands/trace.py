@@ -105,7 +105,9 @@ def signal_dict(sig) -> dict:
 def make_verdict(res: TraceResult, signal: str, tol: float, eps: float, evidence: dict) -> Verdict:
     fit, sig = (res.fit, res.last) if signal == "last" else (res.fit_total, res.total)
     basis = "trace_last_loss" if signal == "last" else "trace_all_losses"
-    log_net = float(sig.log_mean[0] - sig.log_mean[-1])  # ln(||signal at t = 1|| / ||signal at t = T||)
+    log_net = float(sig.log_mean[0]) - float(
+        sig.log_mean[-1]
+    )  # python floats: -inf - -inf is nan, quietly; ln(||signal at t = 1|| / ||signal at t = T||)
     return judge_trace(
         fit.gain,
         fit.r2,
