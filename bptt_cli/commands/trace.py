@@ -105,9 +105,8 @@ def signal_dict(sig) -> dict:
 def make_verdict(res: TraceResult, signal: str, tol: float, eps: float, evidence: dict) -> Verdict:
     fit, sig = (res.fit, res.last) if signal == "last" else (res.fit_total, res.total)
     basis = "trace_last_loss" if signal == "last" else "trace_all_losses"
-    log_net = float(sig.log_mean[0]) - float(
-        sig.log_mean[-1]
-    )  # python floats: -inf - -inf is nan, quietly; ln(||signal at t = 1|| / ||signal at t = T||)
+    # ln(||signal at t = 1|| / ||signal at t = T||), in python floats: -inf - -inf is nan, quietly
+    log_net = float(sig.log_mean[0]) - float(sig.log_mean[-1])
     return judge_trace(
         fit.gain,
         fit.r2,
