@@ -35,7 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
 )
 
 
@@ -71,7 +71,7 @@ QuietOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the random generator; same seed, same numbers.")]
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", file_okay=False, help="Folder for plots and files [default: runs/<command>-<time>]."),
+    typer.Option("--out", file_okay=False, help="Folder for plots and files [default: runs/COMMAND-TIME]."),
 ]
 ActivationOpt = Annotated[Activation, typer.Option("--activation", help="Hidden activation f.")]
 LossOpt = Annotated[Loss, typer.Option("--loss", help="Per-step loss.")]
