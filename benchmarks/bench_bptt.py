@@ -76,8 +76,7 @@ if ARGS.threads is not None:
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from bptt_cli.bptt import gradients  # noqa: E402
-from bptt_cli.model import init_params  # noqa: E402
+from bptt_cli import gradients, init_params  # noqa: E402
 
 try:
     import torch

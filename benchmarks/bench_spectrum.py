@@ -1,4 +1,4 @@
-"""Dominant eigenvalue of a random W_h (rho = 1.1): bptt's power_iteration vs numpy eigvals vs scipy eigs.
+"""Dominant eigenvalue of a random W_h (rho = 1.1): bptt's dominant_eigenvalue vs numpy eigvals vs scipy eigs.
 
 For H in 256, 512, 1024, 2048: a Gaussian matrix scaled to spectral radius exactly 1.1 (setup,
 not timed), then one timed call each of
@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 from scipy.sparse.linalg import LinearOperator, eigs  # noqa: E402
 
-from bptt_cli.model import scale_to_spectral_radius  # noqa: E402
-from bptt_cli.spectrum import power_iteration  # noqa: E402
+from bptt_cli.core.eigen import dominant_eigenvalue  # noqa: E402
+from bptt_cli.core.rnn import scale_to_spectral_radius  # noqa: E402
 
 RHO = 1.1
 TOL = 1e-8
@@ -51,10 +51,10 @@ def bench(H: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     W = scale_to_spectral_radius(rng.standard_normal((H, H)) / np.sqrt(H), RHO)
     rows = {}
-    r, t = timed(lambda: power_iteration(W, tol=TOL, max_iter=200_000, rng=np.random.default_rng(seed)))
+    r, t = timed(lambda: dominant_eigenvalue(W, tol=TOL, max_iter=200_000, rng=np.random.default_rng(seed)))
     rows["krylov"] = dict(seconds=t, abs_eigenvalue=r.abs_eigenvalue, converged=r.converged, matvecs=r.matvecs)
     r, t = timed(
-        lambda: power_iteration(
+        lambda: dominant_eigenvalue(
             W, method="subspace", tol=TOL, max_iter=SUBSPACE_BUDGET, rng=np.random.default_rng(seed)
         )
     )
@@ -86,7 +86,7 @@ def accuracy(H: int, seeds: int) -> dict:
     for seed in range(1, seeds + 1):
         rng = np.random.default_rng(1000 + seed)
         W = scale_to_spectral_radius(rng.standard_normal((H, H)) / np.sqrt(H), RHO)
-        r, t = timed(lambda W=W, seed=seed: power_iteration(W, tol=TOL, rng=np.random.default_rng(seed)))
+        r, t = timed(lambda W=W, seed=seed: dominant_eigenvalue(W, tol=TOL, rng=np.random.default_rng(seed)))
         wrong["krylov"] += int(abs(r.abs_eigenvalue - RHO) > 1e-6 or not r.converged)
         seconds["krylov"] += t
         e, t = timed(lambda W=W: eigs(W, k=1, which="LM", tol=TOL, return_eigenvectors=False))

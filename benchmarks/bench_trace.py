@@ -32,9 +32,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from bptt_cli.bptt import gradients  # noqa: E402
-from bptt_cli.model import Params, init_params  # noqa: E402
-from bptt_cli.trace import trace  # noqa: E402
+from bptt_cli import Params, gradients, init_params, trace  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_trace.json"
 

@@ -8,7 +8,7 @@ Issue 5's targets, at B = 32, T = 100, H = 128 on the recall task (K = 8, delay 
    fraction from trace.trace on 4 sequences, log ||dL/dh_t|| from the adjoints): goal <= 30%
    of a step. The held-out metric (a forward pass over 256 sequences) is reported apart: it
    runs every `eval_every` steps, not necessarily at every log step.
-3. the wall time of the embedded default run (train.DEFAULTS), which must stay under 60 s.
+3. the wall time of the embedded default run (TrainConfig()), which must stay under 60 s.
 
 The variants are timed alternately, `--repeats` rounds, so load from other processes on a
 shared machine hits all of them alike; the table gives medians (steps per second from the
@@ -47,8 +47,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bptt_cli import optim, tasks, train  # noqa: E402
-from bptt_cli.model import Params, init_params  # noqa: E402
+from bptt_cli import Params, init_params  # noqa: E402
+from bptt_cli.analyses import tasks  # noqa: E402
+from bptt_cli.analyses.train import TrainConfig, optim  # noqa: E402
+from bptt_cli.analyses.train import loop as train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_train.json"
 NEVER = 10**9
@@ -114,25 +116,15 @@ def torch_steps_per_second(task, params, *, steps: int, warmup: int, batch: int,
 
 
 def default_run_seconds() -> tuple[float, float]:
-    """Wall time and final held-out accuracy of the embedded default run."""
-    d = train.DEFAULTS
-    task = tasks.make_task(d["task"], delay=d["delay"], seq_len=d["seq_len"], symbols=d["symbols"])
-    rng = np.random.default_rng(d["seed"])
-    params = init_params(
-        rng, input_size=task.input_size, hidden_size=d["hidden"], output_size=task.output_size, init=d["init"]
-    )
-    t0 = time.perf_counter()
-    res = train.fit(
-        params,
-        task,
-        steps=d["steps"],
-        rng=rng,
-        optimizer=optim.Optimizer(d["optimizer"], lr=d["lr"]),
-        batch_size=d["batch"],
-        log_every=d["log_every"],
-        clip=d["clip"],
-    )
-    return time.perf_counter() - t0, res.final_metric
+    """Wall time and final held-out accuracy of the embedded default run (TrainConfig(), no plots)."""
+    import tempfile
+
+    from bptt_cli.analyses.train import run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = run(TrainConfig(out=Path(tmp) / "run", plots=False))
+        return time.perf_counter() - t0, res.fit.final_metric
 
 
 def main() -> None:
@@ -149,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     B, T, H = args.batch, args.seq_len, args.hidden
-    task = tasks.make_task("recall", seq_len=T, delay=10, symbols=8)
+    task = tasks.make_task("recall", seq_len=T, delay=10, alphabet=8)
     params = init_params(np.random.default_rng(args.seed), input_size=8, hidden_size=H, output_size=8)
     common = dict(steps=args.steps, warmup=args.warmup, batch=B, seed=args.seed)
     variants = {
@@ -186,11 +178,18 @@ def main() -> None:
     print(f"bptt / pytorch speed (median of rounds): {speedup:.2f}x   (goal: > 1)")
     print(f"watching overhead at log_every 1: {100 * watch:.1f}% of a step   (goal: <= 30%)")
     print(f"  with the held-out metric (256 sequences) every step too: {100 * watch_eval:.1f}%")
-    print(f"embedded default run ({train.DEFAULTS['steps']} steps): {default_s:.1f} s, accuracy {default_acc:.3f}")
+    print(f"embedded default run (500 steps): {default_s:.1f} s, accuracy {default_acc:.3f}")
 
     doc = {
         "benchmark": "bench_train",
-        "config": {**vars(args), "out": str(args.out), "task": "recall", "delay": 10, "symbols": 8, "dtype": "float64"},
+        "config": {
+            **vars(args),
+            "out": str(args.out),
+            "task": "recall",
+            "delay": 10,
+            "alphabet": 8,
+            "dtype": "float64",
+        },
         "machine": {
             "python": sys.version.split()[0],
             "numpy": np.__version__,
@@ -203,7 +202,7 @@ def main() -> None:
         "bptt_over_pytorch": speedup,
         "watch_overhead": watch,
         "watch_and_metric_overhead": watch_eval,
-        "default_run": {"seconds": default_s, "accuracy": default_acc, "steps": train.DEFAULTS["steps"]},
+        "default_run": {"seconds": default_s, "accuracy": default_acc, "steps": 500},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")

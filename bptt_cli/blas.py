@@ -48,6 +48,15 @@ def _openblas() -> tuple[Any, Any] | None:
     return None
 
 
+def set_threads(n: int) -> bool:
+    """Set numpy's OpenBLAS to `n` threads for the rest of the process; False for another BLAS."""
+    api = _openblas()
+    if api is None:
+        return False
+    api[0](ctypes.c_int(n))
+    return True
+
+
 @contextlib.contextmanager
 def blas_threads(n: int) -> Iterator[None]:
     """Run the block with `n` BLAS threads, then restore the previous count.

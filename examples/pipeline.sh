@@ -29,8 +29,8 @@ else
 fi
 
 echo "== 4. the exit code carries the verdict: a finite-difference step of 0.5 is far too large"
-if $BPTT gradcheck --json --quiet --eps 0.5 >/dev/null; then
+if $BPTT gradcheck --json --quiet --fd-step 0.5 >/dev/null; then
     echo "gradcheck passed"
 else
-    echo "gradcheck failed with exit code $? (as it should with --eps 0.5)"
+    echo "gradcheck failed with exit code $? (4: a check failed, as it should with --fd-step 0.5)"
 fi

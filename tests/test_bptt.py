@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from bptt_cli import NonFiniteError, gradients, loss_value
-from bptt_cli.model import PARAM_NAMES, Params, init_params
-from bptt_cli.pathdemo import fit_exponent, linear_example, path_contributions, run_example, time_methods
-from bptt_cli.truncation import parse_strategy, propagate_weights
+from bptt_cli.analyses.paths import PathsConfig, compare_methods, fit_exponent, linear_example, run, time_methods
+from bptt_cli.core.bptt import path_contributions
+from bptt_cli.core.rnn import PARAM_NAMES, Params, init_params
+from bptt_cli.core.truncation import parse_strategy, propagate_weights
+from bptt_cli.core.validate import OptionError
 
 ACTS = ("tanh", "relu", "identity")
 LOSSES = ("xent", "mse", "half-square")
@@ -329,7 +331,8 @@ def test_library_never_prints(capsys):
     for method in ("efficient", "naive"):
         call(gradients, prob, loss="xent", method=method)
     call(loss_value, prob, loss="xent")
-    run_example(*linear_example(rng))
+    compare_methods(*linear_example(rng))
+    run(PathsConfig(lengths=(3, 5), repeats=1))
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 
@@ -365,10 +368,12 @@ def test_run_example_is_the_worked_example():
     params, x = linear_example(np.random.default_rng(0))
     assert x.shape == (10, 1, 3) and params.output_size == 0
     assert_array_equal(params.b, 0.0)
-    ex = run_example(params, x)
-    assert ex.naive.paths == 55 and ex.efficient.paths == 10
-    assert ex.max_rel_diff < 1e-12
-    assert_allclose(ex.contributions.sum(axis=0), ex.efficient.adjoints[0], rtol=1e-12, atol=1e-14)
+    eff, naive, contrib, _, rel = compare_methods(params, x)
+    assert naive.paths == 55 and eff.paths == 10
+    assert rel < 1e-12
+    assert_allclose(contrib.sum(axis=0), eff.adjoints[0], rtol=1e-12, atol=1e-14)
+    ex = run(PathsConfig())  # the analysis on its defaults is the same example
+    assert ex.naive.paths == 55 and ex.max_rel_diff < 1e-12
 
 
 @pytest.mark.parametrize("k", [1.0, 2.0, 0.5])
@@ -382,8 +387,11 @@ def test_fit_exponent_recovers_a_power_law(k):
 
 
 def test_time_methods_counts_work():
-    rows = time_methods([3, 5], np.random.default_rng(1), repeats=1)
+    params, _ = linear_example(np.random.default_rng(1))
+    rows = time_methods(params, (3, 5), np.random.default_rng(1), repeats=1)
     assert [(r.seq_len, r.efficient_steps, r.naive_paths) for r in rows] == [(3, 3, 6), (5, 5, 15)]
     assert all(r.efficient_s > 0 and r.naive_s > 0 for r in rows)
-    with pytest.raises(ValueError, match="`lengths`"):
-        time_methods([3, 0], np.random.default_rng(1), repeats=1)
+    with pytest.raises(OptionError, match="`--lengths`"):
+        PathsConfig(lengths=(3, 0))
+    with pytest.raises(OptionError, match="two different lengths"):
+        PathsConfig(lengths=(3, 3))

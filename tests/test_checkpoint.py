@@ -7,14 +7,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from bptt_cli import checkpoint as ck
-from bptt_cli.checkpoint import (
-    load_checkpoint,
-    rng_from_extras,
-    rng_state_extras,
-    save_checkpoint,
-)
-from bptt_cli.model import init_params
+from bptt_cli.core.rnn import init_params
+from bptt_cli.io import checkpoint as ck
+from bptt_cli.io.checkpoint import load_checkpoint, save_checkpoint
+from bptt_cli.io.models import is_bptt_checkpoint
 
 
 @pytest.fixture
@@ -47,14 +43,13 @@ def test_round_trip_is_bit_exact(tmp_path, dtype, output_size):
         assert_array_equal(c.extras[name], arr)
 
 
-def test_rng_state_round_trips_through_extras_and_config(tmp_path, params):
+def test_rng_state_round_trips_through_the_config(tmp_path, params):
     rng = np.random.default_rng(123)
     rng.normal(size=17)  # advance it somewhere non-trivial
     state_json = rng.bit_generator.state  # big ints survive JSON
-    path = save_checkpoint(tmp_path / "m.npz", params, {"rng": state_json}, rng_state_extras(rng))
+    path = save_checkpoint(tmp_path / "m.npz", params, {"rng": state_json})
     c = load_checkpoint(path)
     expected = rng.random(5)
-    assert_array_equal(rng_from_extras(c.extras).random(5), expected)
     again = np.random.default_rng()
     again.bit_generator.state = c.config["rng"]
     assert_array_equal(again.random(5), expected)
@@ -164,5 +159,5 @@ def test_config_is_stored_as_json_text(tmp_path, params):
     with np.load(path, allow_pickle=False) as z:
         assert json.loads(str(z["config"])) == {"a": [1, 2], "b": 2}
         assert str(z["bptt_format"]) == ck.FORMAT
-    assert ck.is_checkpoint(path)
-    assert not ck.is_checkpoint(tmp_path / "nothing.npz")
+    assert is_bptt_checkpoint(path)
+    assert not is_bptt_checkpoint(tmp_path / "nothing.npz")

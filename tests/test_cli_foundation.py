@@ -20,8 +20,8 @@ from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
 import bptt_cli
-from bptt_cli.cli import app
-from bptt_cli.report import document, dumps, jsonable
+from bptt_cli.cli.app import app
+from bptt_cli.io.jsondoc import document, dumps, jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -51,10 +51,15 @@ def assert_contract(doc: dict, command: str, *options: str) -> None:
 
 
 def one_error_line(result) -> str:
+    """The error convention: one line on stderr; under --json the same message in a JSON error document."""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     assert lines[0].startswith("bptt: error: ")
+    if result.stdout:
+        doc = strict_json(result.stdout)
+        assert set(doc) == {"command", "version", "error"} and doc["version"] == bptt_cli.__version__
+        assert doc["error"] == {"message": lines[0].removeprefix("bptt: error: "), "exit_code": result.exit_code}
     return lines[0]
 
 
@@ -74,7 +79,7 @@ def test_gradcheck_json(args):
     r = invoke("gradcheck", "--json", *args)
     assert r.exit_code == 0, r.stderr
     doc = strict_json(r.stdout)  # stdout is the one document and nothing else
-    assert_contract(doc, "gradcheck", "seq_len", "batch", "hidden", "activation", "loss", "dtype", "mask", "eps")
+    assert_contract(doc, "gradcheck", "seq_len", "batch", "hidden", "activation", "loss", "dtype", "mask", "fd_step")
     res = doc["results"]
     assert res["passed"] is True
     assert len(res["checks"]) == 17
@@ -100,30 +105,29 @@ def test_gradcheck_human_output_quiet_and_reproducible():
     assert c["results"]["checks"] != a["results"]["checks"]
 
 
-def test_gradcheck_failing_check_exits_1_with_document():
+def test_gradcheck_failing_check_exits_4_with_document():
     # a step of 0.5 makes the central difference's O(eps^2) error far larger than 1e-6
-    r = invoke("gradcheck", "--json", "--eps", "0.5")
-    assert r.exit_code == 1
+    r = invoke("gradcheck", "--json", "--fd-step", "0.5")
+    assert r.exit_code == 4  # not 1: a failed check is not bad input
     doc = strict_json(r.stdout)
     assert doc["results"]["passed"] is False
     failed = {row["check"] for row in doc["results"]["checks"] if not row["passed"]}
     assert failed <= {"efficient vs finite differences", "naive vs finite differences"} and failed
-    assert "some checks failed" in invoke("gradcheck", "--eps", "0.5").stdout
+    assert "some checks failed" in invoke("gradcheck", "--fd-step", "0.5").stdout
 
 
-def test_library_value_error_is_one_line(monkeypatch):
-    r = invoke("gradcheck", "--eps", "0")
-    assert r.exit_code == 1
-    assert "`eps` must be a positive finite number" in one_error_line(r)
+def test_option_error_is_one_line(monkeypatch):
+    r = invoke("gradcheck", "--fd-step", "0")
+    assert r.exit_code == 2
+    assert "`--fd-step` must be > 0" in one_error_line(r)
     monkeypatch.setenv("BPTT_DEBUG", "1")
-    r = invoke("gradcheck", "--eps", "0")
+    r = invoke("gradcheck", "--fd-step", "0")
     assert isinstance(r.exception, ValueError)  # the traceback is shown only on request
 
 
 def test_overflow_is_one_line_not_nan():
     r = invoke("paths", "--json", "--spectral-radius", "1e6", "-T", "200")
     assert r.exit_code == 1
-    assert r.stdout == ""
     assert "not finite" in one_error_line(r)
 
 
@@ -134,7 +138,8 @@ def test_paths_json_worked_example():
     r = invoke("paths", "--json")
     assert r.exit_code == 0, r.stderr
     doc = strict_json(r.stdout)
-    assert_contract(doc, "paths", "seq_len", "hidden", "spectral_radius", "lengths", "activation", "loss")
+    assert_contract(doc, "paths", "seq_len", "hidden", "spectral_radius", "lengths")
+    assert doc["results"]["network"]["activation"] == "identity" and doc["results"]["network"]["loss"] == "half-square"
     res = doc["results"]
     assert res["naive"]["path_walks"] == res["expected_path_walks"] == 55
     assert res["efficient"]["recursion_steps"] == 10
@@ -144,7 +149,7 @@ def test_paths_json_worked_example():
     contrib = np.array(dh1["path_contributions"])
     assert contrib.shape == (10, 4)
     assert_allclose(contrib.sum(axis=0), dh1["recursion"], rtol=1e-12, atol=1e-13)
-    assert "timing" not in res and "plots" not in res
+    assert "timing" not in res and res["plots"] == []
 
 
 @pytest.mark.parametrize("T", [1, 7, 13])
@@ -189,19 +194,19 @@ def test_paths_lengths_writes_plot_and_exponents(tmp_path):
 def test_usage_errors_exit_2(args):
     r = invoke(*args, "--json")
     assert r.exit_code == 2, (r.stdout, r.stderr)
-    assert r.stdout == ""
-    assert "Usage" in r.stderr and "Traceback" not in r.stderr
+    one_error_line(r)  # one line, not a usage box; the JSON error document on stdout
+    assert strict_json(r.stdout)["command"] == args[0]
 
 
 def test_unusable_out_folder(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    # an existing file: Typer's own check (file_okay=False), a usage error
+    # an existing file is not a folder: bad input, exit 1, before any work
     r = invoke("paths", "--lengths", "4,8", "--repeats", "1", "--out", f)
-    assert r.exit_code == 2 and "is a file" in r.stderr
+    assert r.exit_code == 1 and "exists and is not a folder" in one_error_line(r)
     # a folder under a file cannot be created: the OSError becomes one line, exit 1
     r = invoke("paths", "--json", "--lengths", "4,8", "--repeats", "1", "--out", f / "sub")
-    assert r.exit_code == 1 and r.stdout == ""
+    assert r.exit_code == 1
     assert "cannot create the folder" in one_error_line(r)
     assert f.read_text() == "x"  # nothing already there is touched
 
@@ -311,4 +316,4 @@ def test_pipeline_script():
     assert p.returncode == 0, p.stderr
     assert '"command": "paths"' in p.stdout
     assert "naive path walks: 55  recursion steps: 10" in p.stdout
-    assert "gradcheck failed with exit code 1" in p.stdout
+    assert "gradcheck failed with exit code 4" in p.stdout

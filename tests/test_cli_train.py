@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import bptt_cli.train as trainlib
-from bptt_cli.checkpoint import load_checkpoint, save_checkpoint
-from bptt_cli.cli import app
-from bptt_cli.model import init_params
+import bptt_cli.analyses.train as trainlib
+from bptt_cli.cli.app import app
+from bptt_cli.core.rnn import init_params
+from bptt_cli.io.checkpoint import load_checkpoint, save_checkpoint
 
 runner = CliRunner()
 TINY = ["--hidden", "8", "--batch", "4", "--seq-len", "12", "--delay", "3", "--log-every", "2", "--no-plots"]
@@ -149,15 +149,15 @@ def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path, monkeypatch):
 
 def test_ctrl_c_after_training_still_writes_everything(tmp_path, monkeypatch):
     """A Ctrl-C while the plots are drawn is deferred: the summary and the plots are complete."""
-    import bptt_cli.commands.train as train_command
+    import bptt_cli.plots.train as train_plots
 
-    real_plots = train_command.training_plots
+    real_plots = train_plots.training_plots
 
     def plots_interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return real_plots(*args, **kwargs)
 
-    monkeypatch.setattr(train_command, "training_plots", plots_interrupted)
+    monkeypatch.setattr(train_plots, "training_plots", plots_interrupted)
     out = tmp_path / "run"
     res = invoke(*TINY, "--steps", "4", "--plots", "--out", str(out), "--json")
     assert res.exit_code == 0, res.output
@@ -217,13 +217,13 @@ BAD = {
     "empty text": (["--task", "text", "--text", "{empty}"], 1, "empty"),
     "binary text": (["--task", "text", "--text", "{binary}"], 1, "binary"),
     "non-utf8 text": (["--task", "text", "--text", "{latin1}"], 1, "UTF-8"),
-    "seq-len over text": (["--task", "text", "--text", "{short}", "--seq-len", "40"], 1, "seq_len"),
+    "seq-len over text": (["--task", "text", "--text", "{short}", "--seq-len", "40"], 1, "--seq-len"),
     "zero hidden": (["--hidden", "0"], 2, "--hidden"),
     "negative batch": (["--batch", "-2"], 2, "--batch"),
     "zero steps": (["--steps", "0"], 2, "--steps"),
     "zero lr": (["--lr", "0"], 2, "--lr"),
     "negative lr": (["--lr", "-0.1"], 2, "--lr"),
-    "delay >= seq-len": (["--delay", "12"], 1, "delay"),
+    "delay >= seq-len": (["--delay", "12"], 2, "--delay"),
     "unknown task": (["--task", "parity"], 2, "--task"),
     "chunk:0": (["--truncation", "chunk:0"], 2, "chunk:K"),
     "random:1.5": (["--truncation", "random:1.5"], 2, "random:P"),
@@ -358,7 +358,7 @@ def test_text_task_samples_and_beats_nothing_trivially(tmp_path):
     assert r["steps_done"] == (train_chars - 1) // 4 // 12
     assert r["sample"].startswith("It was") and len(r["sample"]) == len("It was") + 30
     res = invoke(*TINY, "--task", "text", "--text", str(path), "--prime", "\u00df", "--out", str(tmp_path / "p"))
-    assert res.exit_code == 1 and "prime" in res.stderr
+    assert res.exit_code == 2 and "prime" in res.stderr
 
 
 def test_a_real_sigint_stops_the_process_cleanly(tmp_path):

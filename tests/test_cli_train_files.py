@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from bptt_cli.plots.train import heatmap_data, training_plots
-from bptt_cli.runfiles import (
+from bptt_cli.io.runfolder import (
     MetricsLog,
     atomic_write_text,
     discard_folder,
@@ -17,6 +16,7 @@ from bptt_cli.runfiles import (
     read_metrics,
     write_json,
 )
+from bptt_cli.plots.train import heatmap_data, training_plots
 
 
 def test_write_json_is_strict_and_leaves_no_temporary(tmp_path):

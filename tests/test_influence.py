@@ -8,18 +8,32 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from bptt_cli.bptt import loss_value
-from bptt_cli.influence import (
+from bptt_cli.analyses.influence import (
     THETA0,
     influence_batch,
     influence_params,
     influence_system,
-    steady_state_optimum,
     theta_gradient,
     train_theta,
-    window_sensitivity,
 )
-from bptt_cli.truncation import Strategy, parse_strategy
+from bptt_cli.core.bptt import loss_value
+from bptt_cli.core.truncation import Strategy, parse_strategy
+
+
+def window_sensitivity(K: int) -> float:
+    """S_K = sum_{j<K} e_0^T A^j u: how much s[0] moves with theta through the last K steps (steady state)."""
+    system = influence_system()
+    v, total = system.u.copy(), 0.0  # A^j u, j = 0
+    for _ in range(K):
+        total += v[0]
+        v = system.A @ v
+    return float(total)
+
+
+def steady_state_optimum() -> float:
+    """theta* with steady-state s[0] = theta e_0^T (I - A)^{-1} u equal to the target 1."""
+    system = influence_system()
+    return 1.0 / float(np.linalg.solve(np.eye(system.n) - system.A, system.u)[0])
 
 
 def forward_mode(theta: float, T: int, K: int | None) -> tuple[float, float]:
@@ -134,9 +148,9 @@ def test_training_full_converges_and_short_chunks_drift_away():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(steps=0), "`steps`"),
-        (dict(lr=0.0), "`lr`"),
-        (dict(lr=float("nan")), "`lr`"),
+        (dict(steps=0), "`--steps`"),
+        (dict(lr=0.0), "`--lr`"),
+        (dict(lr=float("nan")), "`--lr`"),
         (dict(seq_len=0), "`seq_len`"),
         (dict(batch=0), "`batch`"),
     ],

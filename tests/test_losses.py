@@ -6,7 +6,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import log_softmax
 
-from bptt_cli.losses import LOSSES, check_mask, check_targets, loss_and_grad
+from bptt_cli.core.losses import LOSSES, check_mask, check_targets, loss_and_grad
 
 T, B, V = 4, 3, 5
 
@@ -111,7 +111,7 @@ def test_check_targets_accepts_integral_floats():
         ("xent", None, "`targets` are required"),
         ("mse", np.zeros((T, B)), r"`targets` for mse must have shape"),
         ("mse", np.full((T, B, V), np.inf), "`targets` contains NaN"),
-        ("mse", np.zeros((T, B, V), complex), "`targets` for mse must be real"),
+        ("mse", np.zeros((T, B, V), complex), "`targets` must be real"),
         ("half-square", np.zeros((T, B)), "`targets` must be None"),
         ("hinge", None, "`loss` must be one of"),
     ],

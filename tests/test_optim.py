@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from bptt_cli import optim
-from bptt_cli.model import PARAM_NAMES, Params, init_params
+from bptt_cli.analyses.train import optim
+from bptt_cli.core.rnn import PARAM_NAMES, Params, init_params
 
 torch = pytest.importorskip("torch")
 
@@ -79,14 +79,14 @@ def test_state_round_trips_through_arrays() -> None:
     opt = optim.Optimizer("adam")
     params = _params()
     state = optim.step(opt, params, _grads(np.random.default_rng(4), params), optim.init_state(opt, params))[1]
-    back = optim.OptState.from_arrays(opt, state.count, state.arrays())
+    back = optim.OptState.from_arrays(opt, state.count, state.arrays(), params)
     assert back.count == 1
     for slot in ("m", "s"):
         assert_array_equal(back.slots[slot].flat(), state.slots[slot].flat())
     arrays = state.arrays()
     del arrays["s.W_h"]
     with pytest.raises(ValueError, match="s.W_h"):
-        optim.OptState.from_arrays(opt, 1, arrays)
+        optim.OptState.from_arrays(opt, 1, arrays, params)
 
 
 @pytest.mark.parametrize("theta", [0.1, 1.0, 1e6])

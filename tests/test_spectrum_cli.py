@@ -10,12 +10,12 @@ from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
 import bptt_cli
-from bptt_cli.checkpoint import save_checkpoint
-from bptt_cli.cli import app
-from bptt_cli.model import init_params
+from bptt_cli.cli.app import app
+from bptt_cli.core.rnn import init_params
+from bptt_cli.io.checkpoint import save_checkpoint
 
 runner = CliRunner()
-FAST = ["--hidden", "16", "--steps", "120", "--warmup", "20"]
+FAST = ["--hidden", "16", "--seq-len", "120", "--warmup", "20"]
 
 
 def invoke(*args):
@@ -41,7 +41,10 @@ def one_error_line(result) -> str:
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert lines[0].startswith("bptt: error: ")
-    assert result.stdout == ""
+    if result.stdout:  # under --json: the error document, with the same message
+        error = strict_json(result.stdout)["error"]
+        assert error["message"] == lines[0].removeprefix("bptt: error: ")
+        assert error["exit_code"] == result.exit_code
     return lines[0]
 
 
@@ -51,12 +54,12 @@ def test_json_document_contract():
     assert doc["version"] == bptt_cli.__version__
     assert doc["nonfinite_as_null"] == 0
     options = (
-        "model weights key hidden init spectral_radius activation method max_iter tol reference lyapunov "
-        "steps warmup batch input input_scale verdict_tol plot seed"
+        "model key hidden init spectral_radius activation method max_iter tol reference lyapunov "
+        "seq_len warmup batch input input_scale verdict_tol plots out fail_on seed"
     ).split()
     assert set(options) <= set(doc["config"])
     assert doc["config"]["seed"] == 3
-    pi, ref = doc["results"]["power_iteration"], doc["results"]["reference"]
+    pi, ref = doc["results"]["dominant_eigenvalue"], doc["results"]["reference"]
     assert pi["converged"] is True
     assert set(pi["eigenvalue"]) == {"re", "im"}  # complex numbers as {re, im}
     assert ref["method"] == "numpy"
@@ -70,10 +73,10 @@ def test_json_document_contract():
 def test_reference_is_numpy_eigvals_of_the_same_matrix(tmp_path):
     W = np.random.default_rng(9).normal(size=(20, 20)) / np.sqrt(20)
     np.save(tmp_path / "w.npy", W)
-    doc = run_json("--weights", tmp_path / "w.npy", "--lyapunov", "0")
+    doc = run_json("--model", tmp_path / "w.npy", "--lyapunov", "0")
     ev = np.linalg.eigvals(W)
     top = ev[np.argmax(np.abs(ev))]
-    pi = doc["results"]["power_iteration"]
+    pi = doc["results"]["dominant_eigenvalue"]
     assert_allclose(pi["abs_eigenvalue"], abs(top), rtol=1e-9)
     assert_allclose(doc["results"]["reference"]["abs_eigenvalue"], abs(top), rtol=1e-12)
     assert_allclose(doc["results"]["singular_values"]["max"], np.linalg.norm(W, 2), rtol=1e-12)
@@ -83,7 +86,7 @@ def test_reference_is_numpy_eigvals_of_the_same_matrix(tmp_path):
 @pytest.mark.parametrize("lyapunov", ["0", "1"])
 def test_linear_verdicts(rho, label, lyapunov):
     doc = run_json(
-        *FAST, "--activation", "identity", "--spectral-radius", rho, "--lyapunov", lyapunov, "--steps", "400"
+        *FAST, "--activation", "identity", "--spectral-radius", rho, "--lyapunov", lyapunov, "--seq-len", "400"
     )
     assert doc["verdict"]["label"] == label
     assert doc["verdict"]["basis"] == ("spectral_radius" if lyapunov == "0" else "lyapunov")
@@ -117,7 +120,7 @@ def test_plots_are_written_and_listed(tmp_path):
     for p in plots:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert "plots:" in result.stderr  # the human output (on stderr under --json) names them
+    assert result.stderr.count("plot: ") == 3  # the human output (on stderr under --json) names them
 
 
 def test_human_output_and_reproducibility():
@@ -130,7 +133,7 @@ def test_human_output_and_reproducibility():
 
 def test_not_converged_is_reported_not_hidden():
     doc = run_json(*FAST, "--hidden", "64", "--max-iter", "3", "--lyapunov", "0")
-    assert doc["results"]["power_iteration"]["converged"] is False
+    assert doc["results"]["dominant_eigenvalue"]["converged"] is False
     result = invoke(*FAST, "--hidden", "64", "--max-iter", "3", "--lyapunov", "0")
     assert "NOT converged" in result.stdout
 
@@ -139,8 +142,8 @@ def test_model_checkpoint_brings_its_activation(tmp_path):
     p = init_params(np.random.default_rng(0), input_size=3, hidden_size=8, output_size=2, spectral_radius=0.7)
     save_checkpoint(tmp_path / "m.npz", p, {"activation": "identity"})
     doc = run_json("--model", tmp_path / "m.npz", "--lyapunov", "0")
-    assert doc["config"]["activation"] == "identity"
-    assert doc["results"]["source"]["origin"] == "model"
+    assert doc["config"]["activation"] is None and doc["results"]["network"]["activation"] == "identity"
+    assert doc["results"]["network"]["origin"] == "checkpoint"
     assert doc["verdict"]["label"] == "vanishing" and doc["verdict"]["basis"] == "spectral_radius"
 
 
@@ -154,26 +157,25 @@ def bad_inputs(tmp_path):
     np.save(tmp_path / "inf.npy", np.array([[1.0, np.inf], [0.0, 1.0]]))
     np.save(tmp_path / "object.npy", np.array([[None, 1], [2, 3]], dtype=object), allow_pickle=True)
     np.savez(tmp_path / "keys.npz", a=np.eye(2))
-    np.savez(tmp_path / "foreign.npz", a=np.eye(2))
+    np.savez(tmp_path / "foreign.npz", a=np.eye(2), b=np.eye(3))
     torch.save({"w": torch.eye(3)}, tmp_path / "rnn.pt")
     return [
-        (["--weights", tmp_path / "absent.npy"], "no such file"),
-        (["--weights", tmp_path / "rect.npy"], "not a square matrix"),
-        (["--weights", tmp_path / "empty.npy"], "empty matrix"),
-        (["--weights", tmp_path / "text.npy"], "not a numeric matrix"),
-        (["--weights", tmp_path / "complex.npy"], "complex entries"),
-        (["--weights", tmp_path / "nan.npy"], "NaN or infinite"),
-        (["--weights", tmp_path / "inf.npy"], "NaN or infinite"),
-        (["--weights", tmp_path / "object.npy"], "pickled"),
-        (["--weights", tmp_path / "keys.npz", "--key", "W_h"], "no array named 'W_h'"),
-        (["--weights", tmp_path / "rnn.pt"], "no tensor named 'weight_hh_l0'"),
-        (["--model", tmp_path / "foreign.npz"], "not a bptt checkpoint"),
+        (["--model", tmp_path / "absent.npy"], "no such file"),
+        (["--model", tmp_path / "rect.npy"], "not a square matrix"),
+        (["--model", tmp_path / "empty.npy"], "empty matrix"),
+        (["--model", tmp_path / "text.npy"], "not a numeric matrix"),
+        (["--model", tmp_path / "complex.npy"], "complex entries"),
+        (["--model", tmp_path / "nan.npy"], "NaN or infinite"),
+        (["--model", tmp_path / "inf.npy"], "NaN or infinite"),
+        (["--model", tmp_path / "object.npy"], "pickled"),
+        (["--model", tmp_path / "keys.npz", "--key", "W_h"], "no array named 'W_h'"),
+        (["--model", tmp_path / "rnn.pt"], "no tensor named 'weight_hh_l0'"),
+        (["--model", tmp_path / "foreign.npz"], "holds 2 arrays"),
         (["--model", tmp_path / "absent.npz"], "no such file"),
-        (["--model", tmp_path / "foreign.npz", "--weights", tmp_path / "rect.npy"], "mutually exclusive"),
         (["--max-iter", "0"], "--max-iter"),
         (["--tol", "0"], "--tol"),
         (["--tol", "-1e-3"], "--tol"),
-        (["--warmup", "500", "--steps", "500"], "--warmup"),
+        (["--warmup", "500", "--seq-len", "500"], "--warmup"),
         (["--lyapunov", "100", "--hidden", "8"], "--lyapunov"),
     ]
 
@@ -183,24 +185,24 @@ def test_bad_input_is_one_line_and_non_zero(tmp_path):
         line = one_error_line(invoke(*args, "--json"))
         assert fragment in line, (args, line)
         files = [str(a) for a in args if "/" in str(a)]
-        if files and "exclusive" not in fragment:
+        if files:
             assert files[0] in line  # names the file
 
 
 def test_torch_missing(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     torch.save({"weight_hh_l0": torch.eye(3)}, tmp_path / "rnn.pt")
-    assert run_json("--weights", tmp_path / "rnn.pt", "--lyapunov", "0")["results"]["rho"] == pytest.approx(1.0)
+    assert run_json("--model", tmp_path / "rnn.pt", "--lyapunov", "0")["results"]["rho"] == pytest.approx(1.0)
     monkeypatch.setitem(sys.modules, "torch", None)
-    line = one_error_line(invoke("--weights", tmp_path / "rnn.pt"))
+    line = one_error_line(invoke("--model", tmp_path / "rnn.pt"))
     assert "needs torch, which is not installed" in line and "rnn.pt" in line
 
 
 def test_task_inputs_drive_the_trajectory():
-    doc = run_json(*FAST, "--task", "recall", "--steps", "60", "--warmup", "10")
-    assert doc["config"]["task"] == "recall"
-    assert doc["config"]["input"] == 8  # recall's one-hot alphabet of 8 symbols
-    assert doc["results"]["lyapunov"]["inputs"] == "recall"
+    doc = run_json(*FAST, "--task", "recall", "--seq-len", "60", "--warmup", "10")
+    assert doc["config"]["task"] == "recall" and doc["results"]["data"]["task"] == "recall"
+    assert doc["results"]["network"]["input"] == 8  # recall's one-hot alphabet of 8 symbols
+    assert doc["results"]["lyapunov"]["inputs"] == "held-out batch of the recall task"
     assert doc["results"]["lyapunov"]["steps"] == 50
 
 
@@ -208,8 +210,8 @@ def test_train_checkpoint_layout_brings_activation_and_task(tmp_path):
     """bptt train stores its options under config["options"]."""
     p = init_params(np.random.default_rng(0), input_size=2, hidden_size=8, output_size=1, spectral_radius=1.3)
     save_checkpoint(tmp_path / "m.npz", p, {"kind": "x", "options": {"activation": "identity", "task": "adding"}})
-    doc = run_json("--model", tmp_path / "m.npz", "--steps", "200", "--warmup", "50")
-    assert doc["config"]["activation"] == "identity" and doc["config"]["task"] == "adding"
+    doc = run_json("--model", tmp_path / "m.npz", "--seq-len", "200", "--warmup", "50")
+    assert doc["results"]["network"]["activation"] == "identity" and doc["results"]["data"]["task"] == "adding"
     assert doc["verdict"]["basis"] == "lyapunov" and doc["verdict"]["label"] == "exploding"
     assert_allclose(doc["results"]["lyapunov"]["gains"][0], 1.3, rtol=2e-2)
 
@@ -222,23 +224,19 @@ def test_text_without_text_task_is_an_error(tmp_path):
 
 def test_rho_source_follows_the_reference():
     assert run_json(*FAST, "--lyapunov", "0")["results"]["rho_source"] == "numpy"
-    assert run_json(*FAST, "--lyapunov", "0", "--reference", "none")["results"]["rho_source"] == "krylov"
+    assert run_json(*FAST, "--lyapunov", "0", "--reference", "none")["results"]["rho_source"] == "krylov-schur"
     doc = run_json(*FAST, "--lyapunov", "0", "--max-iter", "2", "--reference", "none")
-    assert doc["results"]["rho_source"] == "krylov (not converged)"
+    assert doc["results"]["rho_source"] == "krylov-schur (not converged)"
 
 
-def test_pick_rho_takes_the_larger_krylov_answer_and_says_so():
-    from types import SimpleNamespace
+def test_choose_rho_takes_the_larger_krylov_answer_and_says_so():
+    from bptt_cli.core.verdict import choose_rho
 
-    from bptt_cli.commands.spectrum import pick_rho
-
-    ours = SimpleNamespace(converged=True, abs_eigenvalue=1.05, method="krylov")
-    notes: list = []
-    assert pick_rho(ours, 1.1 + 0j, "arpack", notes) == (1.1, "arpack")
-    assert "disagree" in notes[0]
-    notes = []
-    assert pick_rho(ours, 0.9 + 0.1j, "arpack", notes) == (1.05, "krylov")
-    assert pick_rho(ours, 0.5 + 0j, "numpy", []) == (0.5, "numpy")  # numpy has every eigenvalue
+    value, source, note = choose_rho(1.05, True, "krylov-schur", 1.1, "arpack")
+    assert (value, source) == (1.1, "arpack") and "disagree" in note
+    assert choose_rho(1.05, True, "krylov-schur", abs(0.9 + 0.1j), "arpack")[:2] == (1.05, "krylov-schur")
+    assert choose_rho(1.05, True, "krylov-schur", 0.5, "numpy") == (0.5, "numpy", None)  # numpy has them all
+    assert choose_rho(1.05, False, "krylov-schur", None, None)[1] == "krylov-schur (not converged)"
 
 
 def test_json_pipes_into_json_tool():

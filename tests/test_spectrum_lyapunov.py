@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from bptt_cli.model import Params, init_params
-from bptt_cli.spectrum import lyapunov_exponents
+from bptt_cli.core.lyapunov import lyapunov_exponents
+from bptt_cli.core.rnn import Params, init_params
 
 
 def with_W_h(params: Params, W: np.ndarray) -> Params:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from bptt_cli import tasks
-from bptt_cli.model import init_params
+from bptt_cli.analyses import tasks
+from bptt_cli.core.cells import RNNCell
+from bptt_cli.core.rnn import init_params
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -21,7 +22,7 @@ def text_file(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("K,d,T", [(8, 10, 20), (3, 1, 4), (5, 7, 30)])
 def test_recall_target_is_the_input_d_steps_back(K: int, d: int, T: int) -> None:
-    task = tasks.make_task("recall", symbols=K, delay=d, seq_len=T)
+    task = tasks.make_task("recall", alphabet=K, delay=d, seq_len=T)
     b, _ = tasks.sample_batch(task, np.random.default_rng(0), 16)
     assert b.x.shape == (T, 16, K) and b.targets.shape == (T, 16) and b.mask.shape == (T, 16)
     assert_array_equal(b.x.sum(axis=2), 1.0)  # one-hot
@@ -113,7 +114,7 @@ def test_metrics_closed_forms(text_file: Path) -> None:
     V = task.output_size
     b = tasks.heldout_batch(task, np.random.default_rng(0), 3)
     assert_allclose(tasks.metric_value(task, np.zeros(b.targets.shape + (V,)), b), V, rtol=1e-12)  # uniform: V
-    recall = tasks.make_task("recall", seq_len=4, delay=2, symbols=3)
+    recall = tasks.make_task("recall", seq_len=4, delay=2, alphabet=3)
     rb = tasks.Batch(
         np.zeros((4, 2, 3)), np.array([[0, 0], [0, 0], [1, 2], [0, 1]]), np.array([[0, 0], [0, 0], [1, 1], [1, 1]]) / 2
     )
@@ -132,8 +133,8 @@ def test_heldout_text_is_the_tail(text_file: Path) -> None:
 
 def test_sample_text(text_file: Path) -> None:
     task = tasks.make_task("text", text=text_file, seq_len=8)
-    params = init_params(
-        np.random.default_rng(0), input_size=task.input_size, hidden_size=8, output_size=task.output_size
+    params = RNNCell(
+        init_params(np.random.default_rng(0), input_size=task.input_size, hidden_size=8, output_size=task.output_size)
     )
     s = tasks.sample_text(params, task, np.random.default_rng(1), prime="the ", length=30)
     assert s.startswith("the ") and len(s) == 34 and set(s) <= set(task.corpus.vocab)
@@ -158,14 +159,14 @@ def test_bad_text_files(tmp_path: Path, content: bytes | None, match: str) -> No
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"name": "copy"}, "`task`"),
-        ({"name": "recall", "delay": 20, "seq_len": 20}, "`delay`"),
-        ({"name": "recall", "delay": 0}, "`delay`"),
-        ({"name": "recall", "seq_len": 0}, "`seq_len`"),
-        ({"name": "recall", "symbols": 1}, "`symbols`"),
-        ({"name": "adding", "seq_len": -3}, "`seq_len`"),
+        ({"name": "copy"}, "`--task`"),
+        ({"name": "recall", "delay": 20, "seq_len": 20}, "`--delay` must be less than `--seq-len`"),
+        ({"name": "recall", "delay": 0}, "`--delay`"),
+        ({"name": "recall", "seq_len": 0}, "`--seq-len`"),
+        ({"name": "recall", "alphabet": 1}, "`--alphabet`"),
+        ({"name": "adding", "seq_len": -3}, "`--seq-len`"),
         ({"name": "sine", "noise": -0.1}, "`noise`"),
-        ({"name": "text"}, "`text`"),
+        ({"name": "text"}, "`--text FILE`"),
     ],
 )
 def test_bad_settings(kwargs: dict, match: str) -> None:
@@ -174,12 +175,12 @@ def test_bad_settings(kwargs: dict, match: str) -> None:
 
 
 def test_text_too_short_for_seq_len_or_batch(text_file: Path) -> None:
-    with pytest.raises(ValueError, match="`seq_len`"):
+    with pytest.raises(ValueError, match="`--seq-len`"):
         tasks.make_task("text", text=text_file, seq_len=len(TEXT))
     task = tasks.make_task("text", text=text_file, seq_len=100)
-    with pytest.raises(ValueError, match="`batch`"):
+    with pytest.raises(ValueError, match="`--batch`"):
         tasks.sample_batch(task, np.random.default_rng(0), 64)
-    with pytest.raises(ValueError, match="`sampling`"):
+    with pytest.raises(ValueError, match="`--sampling`"):
         tasks.make_task("text", text=text_file, sampling="shuffled")
-    with pytest.raises(ValueError, match="`batch`"):
+    with pytest.raises(ValueError, match="`--batch`"):
         tasks.sample_batch(tasks.make_task("recall"), np.random.default_rng(0), 0)

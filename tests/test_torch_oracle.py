@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from bptt_cli import gradients
-from bptt_cli.model import PARAM_NAMES, init_params
-from bptt_cli.truncation import parse_strategy, propagate_weights
+from bptt_cli.core.rnn import PARAM_NAMES, init_params
+from bptt_cli.core.truncation import parse_strategy, propagate_weights
 
 torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")

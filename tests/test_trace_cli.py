@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bptt_cli.checkpoint import save_checkpoint
-from bptt_cli.cli import app
-from bptt_cli.model import init_params
+from bptt_cli.cli.app import app
+from bptt_cli.core.rnn import init_params
+from bptt_cli.io.checkpoint import save_checkpoint
 
 runner = CliRunner()
 
@@ -44,7 +44,7 @@ def test_json_document(tmp_path):
     for sig in ("last", "total"):
         for stat in ("ln_mean", "ln_min", "ln_max"):
             assert len(steps[sig][stat]) == 60
-    assert len(steps["jacobian_norm"]) == 60 and len(steps["saturation"]) == 60
+    assert len(steps["jacobian_norm"]) == 60 and len(steps["mean_fprime"]) == 60
     assert r["fit"]["points"] >= 2 and 0 <= r["fit"]["r2"] <= 1
     assert doc["verdict"]["basis"] == "trace_last_loss"
     assert doc["verdict"]["label"] in ("exploding", "vanishing", "stable")
@@ -60,20 +60,20 @@ def test_json_document(tmp_path):
 
 
 def test_human_output_and_loss_all(tmp_path):
-    res = run("-T", "40", "-B", "2", "-H", "6", "--loss", "all", "--no-lyapunov", "--no-plot")
+    res = run("-T", "40", "-B", "2", "-H", "6", "--signal", "all", "--lyapunov", "0", "--no-plots")
     assert res.exit_code == 0, res.stderr
     assert "theory beside measurement" in res.stdout and "verdict:" in res.stdout
-    doc = run_json("-T", "40", "-B", "2", "-H", "6", "--loss", "all", "--no-lyapunov", "--no-plot")
+    doc = run_json("-T", "40", "-B", "2", "-H", "6", "--signal", "all", "--lyapunov", "0", "--no-plots")
     assert doc["verdict"]["basis"].startswith("trace_all_losses")  # the gain, or the net change if not exponential
     assert doc["verdict"]["evidence"]["fit"] == doc["results"]["fit_total"]
-    assert doc["results"]["predictions"]["lyapunov_gain"] is None and "plots" not in doc["results"]
+    assert doc["results"]["predictions"]["lyapunov_gain"] is None and doc["results"]["plots"] == []
 
 
 def test_exploding_linear_10000_steps_all_finite():
     """x = 0 keeps the hidden state at 0, so dl_T/dh_t = (W_h^T)^(T-t) dl_T/dh_T grows as 1.5^k."""
     doc = run_json(
         "--activation", "identity", "--init", "orthogonal", "--spectral-radius", "1.5", "-H", "8",
-        "-T", "10000", "-B", "1", "--input-scale", "0", "--no-plot", "--no-lyapunov",
+        "-T", "10000", "-B", "1", "--input-scale", "0", "--no-plots", "--lyapunov", "0",
     )  # fmt: skip
     assert doc["nonfinite_as_null"] == 0
     assert all(math.isfinite(v) for v in all_numbers(doc["results"]))
@@ -84,7 +84,7 @@ def test_exploding_linear_10000_steps_all_finite():
 
 
 def test_saturated_tanh_rho_3_vanishes():
-    doc = run_json("--spectral-radius", "3", "--input-scale", "10", "-T", "200", "-B", "4", "-H", "16", "--no-plot")
+    doc = run_json("--spectral-radius", "3", "--input-scale", "10", "-T", "200", "-B", "4", "-H", "16", "--no-plots")
     assert doc["results"]["fit"]["gain"] < 1
     assert doc["verdict"]["label"] == "vanishing"
     matrix = doc["results"]["predictions"]["matrix_verdict"]
@@ -96,20 +96,21 @@ def test_model_and_weights_sources(tmp_path):
     rng = np.random.default_rng(0)
     p = init_params(rng, input_size=2, hidden_size=5, output_size=3)
     ckpt = save_checkpoint(tmp_path / "model.npz", p, {"activation": "relu", "loss": "mse"})
-    doc = run_json("--model", str(ckpt), "-T", "30", "-B", "2", "--no-plot")
-    cfg = doc["config"]
-    assert (cfg["activation"], cfg["loss_fn"], cfg["hidden"], cfg["input"], cfg["output"]) == ("relu", "mse", 5, 2, 3)
+    doc = run_json("--model", str(ckpt), "-T", "30", "-B", "2", "--no-plots")
+    net, data = doc["results"]["network"], doc["results"]["data"]
+    assert (net["activation"], data["loss"], net["hidden"], net["input"], net["output"]) == ("relu", "mse", 5, 2, 3)
+    assert doc["config"]["activation"] is None  # the options as typed; the checkpoint filled it in
     assert doc["results"]["predictions"]["rho"] == pytest.approx(np.max(np.abs(np.linalg.eigvals(p.W_h))), rel=1e-12)
     np.save(tmp_path / "w.npy", p.W_h)
-    doc = run_json("--weights", str(tmp_path / "w.npy"), "-T", "30", "--no-plot")
-    assert doc["config"]["hidden"] == 5
+    doc = run_json("--model", str(tmp_path / "w.npy"), "-T", "30", "--no-plots")
+    assert doc["results"]["network"]["hidden"] == 5 and doc["results"]["network"]["origin"] == "matrix"
     assert doc["results"]["predictions"]["sigma_max"] == pytest.approx(np.linalg.norm(p.W_h, 2), rel=1e-12)
 
 
 def test_inputs_file(tmp_path):
     x = np.random.default_rng(1).normal(size=(50, 3, 4))
     np.save(tmp_path / "x.npy", x)
-    doc = run_json("--inputs", str(tmp_path / "x.npy"), "-T", "50", "-B", "3", "--no-plot")
+    doc = run_json("--inputs", str(tmp_path / "x.npy"), "-T", "50", "-B", "3", "--no-plots")
     assert len(doc["results"]["per_step"]["t"]) == 50
 
 
@@ -135,49 +136,46 @@ def one_line_error(res, *needles: str, code: int = 1):
     ],
 )
 def test_usage_errors_name_the_option(args, option):
-    res = run(*args, "--no-plot")
+    res = run(*args, "--no-plots")
     assert res.exit_code == 2 and option in res.stderr and res.stdout == ""
 
 
 def test_bad_files(tmp_path):
-    one_line_error(run("--model", str(tmp_path / "nope.npz"), "--no-plot"), "nope.npz")
+    one_line_error(run("--model", str(tmp_path / "nope.npz"), "--no-plots"), "nope.npz")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    one_line_error(run("--weights", str(tmp_path / "obj.npy"), "--no-plot"), "obj.npy", "pickle")
+    one_line_error(run("--model", str(tmp_path / "obj.npy"), "--no-plots"), "obj.npy", "pickle")
     np.savez(tmp_path / "two.npz", a=np.eye(3), b=np.eye(3))
-    one_line_error(run("--weights", str(tmp_path / "two.npz"), "--key", "W", "--no-plot"), "two.npz", "'W'")
+    one_line_error(run("--model", str(tmp_path / "two.npz"), "--key", "W", "--no-plots"), "two.npz", "'W'")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    one_line_error(run("--model", str(tmp_path / "junk.npz"), "--no-plot"), "junk.npz")
+    one_line_error(run("--model", str(tmp_path / "junk.npz"), "--no-plots"), "junk.npz")
     np.save(tmp_path / "rect.npy", np.ones((3, 4)))
-    one_line_error(run("--weights", str(tmp_path / "rect.npy"), "--no-plot"), "square")
-    one_line_error(
-        run("--model", str(tmp_path / "junk.npz"), "--weights", str(tmp_path / "rect.npy"), "--no-plot"), "--model"
-    )
+    one_line_error(run("--model", str(tmp_path / "rect.npy"), "--no-plots"), "square")
 
 
 def test_inputs_shorter_than_seq_len(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((20, 2, 4)))
-    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-T", "21", "--no-plot"), "--seq-len 21", "20 steps")
-    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-B", "3", "-T", "5", "--no-plot"), "--batch 3")
+    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-T", "21", "--no-plots"), "--seq-len 21", "20 steps")
+    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-B", "3", "-T", "5", "--no-plots"), "--batch 3")
     np.save(tmp_path / "d.npy", np.zeros((20, 2, 5)))
-    one_line_error(run("--inputs", str(tmp_path / "d.npy"), "-T", "5", "-B", "2", "--no-plot"), "D = 5")
+    one_line_error(run("--inputs", str(tmp_path / "d.npy"), "-T", "5", "-B", "2", "--no-plots"), "D = 5")
 
 
 def test_forward_overflow_is_one_line():
-    res = run("--activation", "identity", "--spectral-radius", "3", "-T", "1000", "--input-scale", "5", "--no-plot")
+    res = run("--activation", "identity", "--spectral-radius", "3", "-T", "1000", "--input-scale", "5", "--no-plots")
     one_line_error(res, "overflowed")
 
 
 def test_task_inputs_and_a_train_checkpoint(tmp_path):
-    doc = run_json("--task", "recall", "-H", "12", "--no-plot", "--no-lyapunov")
-    cfg = doc["config"]
-    assert (cfg["task"], cfg["seq_len"], cfg["loss_fn"], cfg["input"], cfg["output"]) == ("recall", 20, "xent", 8, 8)
+    doc = run_json("--task", "recall", "-H", "12", "--no-plots", "--lyapunov", "0")
+    net, data = doc["results"]["network"], doc["results"]["data"]
+    assert (data["task"], data["seq_len"], data["loss"], net["input"], net["output"]) == ("recall", 30, "xent", 8, 8)
     # bptt train's checkpoint layout: the task and activation sit under "options"
     p = init_params(np.random.default_rng(0), input_size=2, hidden_size=6, output_size=1)
     opts = {"task": "adding", "seq_len": 30, "activation": "relu"}
     ckpt = save_checkpoint(tmp_path / "model.npz", p, {"kind": "bptt-train", "options": opts})
-    doc = run_json("--model", str(ckpt), "-B", "4", "--no-plot", "--no-lyapunov")
-    cfg = doc["config"]
-    assert (cfg["task"], cfg["seq_len"], cfg["loss_fn"], cfg["activation"], cfg["batch"]) == (
+    doc = run_json("--model", str(ckpt), "-B", "4", "--no-plots", "--lyapunov", "0")
+    net, data = doc["results"]["network"], doc["results"]["data"]
+    assert (data["task"], data["seq_len"], data["loss"], net["activation"], data["batch"]) == (
         "adding",
         30,
         "mse",
@@ -189,22 +187,26 @@ def test_task_inputs_and_a_train_checkpoint(tmp_path):
 
 def test_task_bad_input(tmp_path):
     (tmp_path / "short.txt").write_text("hello world, a short text\n" * 3)
-    res = run("--task", "text", "--text", str(tmp_path / "short.txt"), "-T", "500", "--no-plot")
-    one_line_error(res, "seq_len", "500")
-    assert run("--task", "bogus", "--no-plot").exit_code == 2
+    res = run("--task", "text", "--text", str(tmp_path / "short.txt"), "-T", "500", "--no-plots")
+    one_line_error(res, "--seq-len", "500")
+    assert run("--task", "bogus", "--no-plots").exit_code == 2
     np.save(tmp_path / "x.npy", np.zeros((20, 2, 8)))
-    res = run("--task", "recall", "--inputs", str(tmp_path / "x.npy"), "--no-plot")
+    res = run("--task", "recall", "--inputs", str(tmp_path / "x.npy"), "--no-plots")
     assert res.exit_code == 2 and "--inputs" in res.stderr
-    res = run("--task", "recall", "--loss-fn", "mse", "--no-plot")
-    assert res.exit_code == 2 and "--loss-fn" in res.stderr
+    res = run("--task", "recall", "--loss", "mse", "--no-plots")
+    assert res.exit_code == 2 and "--loss" in res.stderr
 
 
-def test_plot_only_with_out_or_plot(tmp_path, monkeypatch):
+def test_plots_only_with_out(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    doc = run_json("-T", "20", "-B", "2", "-H", "4", "--no-lyapunov")
-    assert "plots" not in doc["results"] and not (tmp_path / "runs").exists()
-    doc = run_json("-T", "20", "-B", "2", "-H", "4", "--no-lyapunov", "--plot")
+    doc = run_json("-T", "20", "-B", "2", "-H", "4", "--lyapunov", "0")
+    assert doc["results"]["plots"] == [] and list(tmp_path.iterdir()) == []  # nothing written without --out
+    res = run("-T", "20", "-B", "2", "-H", "4", "--plots")
+    assert res.exit_code == 2 and "--out" in res.stderr  # --plots alone has nowhere to go
+    doc = run_json("-T", "20", "-B", "2", "-H", "4", "--lyapunov", "0", "--out", "pics", "--no-plots")
+    assert doc["results"]["plots"] == []
+    doc = run_json("-T", "20", "-B", "2", "-H", "4", "--lyapunov", "0", "--out", "pics")
     (plot,) = doc["results"]["plots"]
-    assert plot.startswith("runs/trace-") and (tmp_path / plot).is_file()
+    assert plot == "pics/trace.png" and (tmp_path / plot).is_file()
     res = run("--verdict-tol", "1.5")
     assert res.exit_code == 2 and "--verdict-tol" in res.stderr

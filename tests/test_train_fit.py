@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from bptt_cli import optim, tasks, train
-from bptt_cli.bptt import gradients
-from bptt_cli.model import Params, init_params, spectral_radius
-from bptt_cli.truncation import parse_strategy, propagate_weights
-from bptt_cli.watch import adjoint_log_norms, detect_events
+from bptt_cli.analyses import tasks
+from bptt_cli.analyses.train import loop as train
+from bptt_cli.analyses.train import optim
+from bptt_cli.analyses.train.events import detect_events
+from bptt_cli.analyses.train.watch import adjoint_log_norms
+from bptt_cli.core.bptt import gradients
+from bptt_cli.core.eigen import dense_spectral_radius as spectral_radius
+from bptt_cli.core.rnn import Params, init_params
+from bptt_cli.core.truncation import parse_strategy, propagate_weights
 
 WORDS = "the a river stone light wind small old green quiet runs falls holds turns over under near".split()
 
@@ -38,7 +42,7 @@ def _same_rows(a: list[dict], b: list[dict]) -> None:
 
 @pytest.mark.parametrize("spec", ["full", "chunk:3", "random:0.5"])
 def test_one_step_is_the_update_of_the_bptt_gradient(spec: str) -> None:
-    task = tasks.make_task("recall", seq_len=8, delay=3, symbols=4)
+    task = tasks.make_task("recall", seq_len=8, delay=3, alphabet=4)
     params = _params(task)
     lr = 0.1
     res = train.fit(
@@ -71,7 +75,7 @@ def _checkpoint_round_trip(state: train.TrainState, opt: optim.Optimizer) -> tra
 
 @pytest.mark.parametrize("opt_name", ["adam", "momentum"])
 def test_resume_equals_an_uninterrupted_run(opt_name: str) -> None:
-    task = tasks.make_task("recall", seq_len=12, delay=4, symbols=5)
+    task = tasks.make_task("recall", seq_len=12, delay=4, alphabet=5)
     opt = optim.Optimizer(opt_name, lr=0.02)
     kw = dict(
         optimizer=opt,
@@ -146,7 +150,7 @@ def test_clipping_prevents_the_same_divergence() -> None:
 
 
 def test_watching_rows() -> None:
-    task = tasks.make_task("recall", seq_len=10, delay=3, symbols=4)
+    task = tasks.make_task("recall", seq_len=10, delay=3, alphabet=4)
     params = _params(task, hidden=10)
     rows = []
     res = train.fit(
@@ -195,14 +199,14 @@ def test_detect_events_spike_and_vanishing_stretch() -> None:
 
 
 def test_validation() -> None:
-    task = tasks.make_task("recall", seq_len=8, delay=3, symbols=4)
+    task = tasks.make_task("recall", seq_len=8, delay=3, alphabet=4)
     params = _params(task)
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="`steps`"):
+    with pytest.raises(ValueError, match="`--steps`"):
         train.fit(params, task, steps=0, rng=rng)
-    with pytest.raises(ValueError, match="`clip`"):
+    with pytest.raises(ValueError, match="`--clip`"):
         train.fit(params, task, steps=1, rng=rng, clip=-1.0)
-    with pytest.raises(ValueError, match="`batch`"):
+    with pytest.raises(ValueError, match="`--batch`"):
         train.fit(params, task, steps=1, rng=rng, batch_size=0)
     with pytest.raises(ValueError, match="input/output sizes"):
         train.fit(_params(tasks.make_task("adding")), task, steps=1, rng=rng)
@@ -218,7 +222,7 @@ def test_validation() -> None:
 def test_adam_training_matches_pytorch() -> None:
     """Five steps of fit (full BPTT, Adam, clipping) against torch.nn.RNN + Linear trained on the same batches."""
     torch = pytest.importorskip("torch")
-    task = tasks.make_task("recall", seq_len=9, delay=4, symbols=5)
+    task = tasks.make_task("recall", seq_len=9, delay=4, alphabet=5)
     params = _params(task, hidden=7)
     opt = optim.Optimizer("adam", lr=0.05)
     res = train.fit(
@@ -251,7 +255,7 @@ def test_adam_training_matches_pytorch() -> None:
 
 def test_resume_with_another_bit_generator() -> None:
     """MT19937 keeps a numpy array in its state: it must still pass through JSON and resume exactly."""
-    task = tasks.make_task("recall", seq_len=8, delay=3, symbols=4)
+    task = tasks.make_task("recall", seq_len=8, delay=3, alphabet=4)
     opt = optim.Optimizer("adagrad", lr=0.05)
     kw = dict(optimizer=opt, truncation=parse_strategy("random:0.5"), batch_size=4, log_every=2, watch=False)
     full = train.fit(_params(task), task, steps=6, rng=np.random.Generator(np.random.MT19937(3)), **kw)
@@ -263,7 +267,7 @@ def test_resume_with_another_bit_generator() -> None:
 
 def test_resume_restores_the_strategy_s_own_generator() -> None:
     """A random strategy may carry its own generator (compare-truncation does): resume restores it too."""
-    task = tasks.make_task("recall", seq_len=8, delay=3, symbols=4)
+    task = tasks.make_task("recall", seq_len=8, delay=3, alphabet=4)
     opt = optim.Optimizer("sgd", lr=0.1)
 
     def strategy() -> object:

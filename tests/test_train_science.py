@@ -3,7 +3,7 @@
 - recall, delay 10: full BPTT learns it; chunk:5 cannot, since no gradient reaches 10 steps back.
 - text: perplexity on held-out text falls well below the file's unigram perplexity.
 - adding, T = 50: full BPTT gets below 0.05 MSE (predicting 1 scores 1/6).
-- the default configuration (train.DEFAULTS) reaches its 90% target.
+- the default configuration (TrainConfig(), the run `make demo` does) reaches its 90% target.
 Divergence without clipping and its prevention by clipping are in test_train_fit.py.
 """
 
@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bptt_cli import optim, tasks, train
-from bptt_cli.model import init_params
-from bptt_cli.truncation import parse_strategy
+from bptt_cli.analyses import tasks
+from bptt_cli.analyses.train import TrainConfig, optim, run
+from bptt_cli.analyses.train import loop as train
+from bptt_cli.core.cells import RNNCell
+from bptt_cli.core.rnn import init_params
+from bptt_cli.core.truncation import parse_strategy
 
 SUBJECTS = [
     "the old man", "a young woman", "the children", "my brother", "the farmer", "our neighbour",
@@ -47,7 +50,7 @@ def english_text(n_chars: int, seed: int = 0) -> str:
 
 
 def _recall_accuracy(spec: str) -> float:
-    task = tasks.make_task("recall", delay=10, seq_len=20, symbols=8)
+    task = tasks.make_task("recall", delay=10, seq_len=20, alphabet=8)
     rng = np.random.default_rng(0)
     params = init_params(rng, input_size=8, hidden_size=64, output_size=8, init="gaussian")
     res = train.fit(
@@ -82,7 +85,7 @@ def test_text_perplexity_falls_well_below_unigram(tmp_path: Path) -> None:
     unigram = task.corpus.unigram_perplexity()
     rng = np.random.default_rng(0)
     params = init_params(rng, input_size=task.input_size, hidden_size=64, output_size=task.output_size)
-    before = tasks.evaluate(task, params, tasks.heldout_batch(task, rng))
+    before = tasks.evaluate(task, RNNCell(params), tasks.heldout_batch(task, rng))
     res = train.fit(
         params,
         task,
@@ -96,7 +99,7 @@ def test_text_perplexity_falls_well_below_unigram(tmp_path: Path) -> None:
     assert 15 < unigram < 25  # English letters: ~4.1 bits per character
     assert before > unigram  # an untrained model is worse than the unigram baseline
     assert res.final_metric < 0.5 * unigram
-    sample = tasks.sample_text(res.params, task, np.random.default_rng(1), prime="The ", length=60)
+    sample = tasks.sample_text(res.cell, task, np.random.default_rng(1), prime="The ", length=60)
     assert sample.startswith("The ") and len(sample) == 64
 
 
@@ -121,21 +124,8 @@ def test_adding_T50_full_bptt_goes_below_0_05() -> None:
     assert res.final_metric < 0.05 < task.chance
 
 
-def test_default_configuration_reaches_90_percent() -> None:
-    d = train.DEFAULTS
-    task = tasks.make_task(d["task"], delay=d["delay"], seq_len=d["seq_len"], symbols=d["symbols"])
-    rng = np.random.default_rng(d["seed"])
-    params = init_params(
-        rng, input_size=task.input_size, hidden_size=d["hidden"], output_size=task.output_size, init=d["init"]
-    )
-    res = train.fit(
-        params,
-        task,
-        steps=d["steps"],
-        rng=rng,
-        optimizer=optim.Optimizer(d["optimizer"], lr=d["lr"]),
-        batch_size=d["batch"],
-        log_every=d["log_every"],
-        clip=d["clip"],
-    )
-    assert res.final_metric >= 0.9
+def test_default_configuration_reaches_90_percent(tmp_path: Path) -> None:
+    result = run(TrainConfig(out=tmp_path / "run", plots=False))
+    assert (result.task.name, result.task.seq_len, result.config.hidden) == ("recall", 30, 64)
+    assert result.fit.diverged_at is None and result.fit.steps_done == 500
+    assert result.fit.final_metric >= 0.9

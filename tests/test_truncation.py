@@ -9,19 +9,22 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from bptt_cli.bptt import gradients
-from bptt_cli.model import Params, init_params
-from bptt_cli.truncation import (
+from bptt_cli.analyses.truncation import bias_slope, estimator_statistics
+from bptt_cli.core.bptt import gradients
+from bptt_cli.core.rnn import Params, init_params
+from bptt_cli.core.truncation import (
     SPEC_FORMS,
     Strategy,
-    backward_share,
-    bias_slope,
     carried_work,
-    estimator_statistics,
     parse_strategies,
     parse_strategy,
     propagate_weights,
 )
+
+
+def backward_share(propagate):
+    """Share of full BPTT's backward Jacobian-vector products a strategy does (per sequence)."""
+    return 1.0 if propagate is None else float(np.count_nonzero(propagate)) / propagate.size
 
 
 def problem(seed: int, *, T: int = 12, B: int = 3, D: int = 3, H: int = 6, V: int = 4, activation: str = "tanh"):
@@ -239,7 +242,7 @@ def test_random_bias_shrinks_like_one_over_sqrt_n_and_chunk_bias_does_not():
 
 
 def test_bias_slope_of_an_exact_power_law():
-    from bptt_cli.truncation import BiasPoint
+    from bptt_cli.analyses.truncation import BiasPoint
 
     curve = [BiasPoint(n, 3.0 / np.sqrt(n), 0.0) for n in (4, 8, 16, 64)]
     assert bias_slope(curve) == pytest.approx(-0.5, abs=1e-12)

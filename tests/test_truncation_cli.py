@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bptt_cli.cli import app
-from bptt_cli.truncation import SPEC_FORMS
+from bptt_cli.cli.app import app
+from bptt_cli.core.truncation import SPEC_FORMS
 
 runner = CliRunner()
-SMALL = ["--hidden", "12", "--batch", "8", "--samples", "12", "--train-steps", "20", "--log-every", "5"]
+SMALL = ["--hidden", "12", "--batch", "8", "--samples", "12", "--steps", "20", "--log-every", "5"]
 
 
 def run_json(tmp_path, *args):
@@ -25,7 +25,8 @@ def test_recall_json_document(tmp_path):
     assert doc["command"] == "compare-truncation" and doc["nonfinite_as_null"] == 0
     cfg = doc["config"]
     assert cfg["strategies"] == ["full", "chunk:5", "chunk:20", "random:0.9", "random:0.5"]
-    assert (cfg["task"], cfg["seq_len"], cfg["delay"], cfg["seed"], cfg["samples"]) == ("recall", 30, 10, 0, 12)
+    assert (cfg["task"], cfg["seq_len"], cfg["delay"], cfg["seed"], cfg["samples"]) == ("recall", None, 10, 0, 12)
+    assert doc["results"]["seq_len"] == 30  # recall's default length
     stats = {s["strategy"]: s for s in doc["results"]["statistics"]}
     assert list(stats) == cfg["strategies"]
     assert stats["full"]["rel_bias"] == 0.0 and stats["full"]["cosine"] == pytest.approx(1.0, abs=1e-12)
@@ -35,7 +36,8 @@ def test_recall_json_document(tmp_path):
     assert list(train) == cfg["strategies"]
     assert train["full"]["curve"]["step"] == [5, 10, 15, 20]
     assert doc["results"]["chance"] == pytest.approx(1 / 8)
-    assert set(doc["verdict"]["biased"]) == {"chunk:5", "chunk:20"}
+    assert set(doc["verdict"]["evidence"]["biased"]) == {"chunk:5", "chunk:20"}
+    assert doc["verdict"]["basis"] == "estimator_statistics"
     names = sorted(p.split("/")[-1] for p in doc["results"]["plots"])
     assert names == ["bias-cost.png", "cosine.png", "learning-curves.png"]
     for p in doc["results"]["plots"]:
@@ -68,22 +70,24 @@ def test_same_seed_same_numbers_and_training_data_shared(tmp_path):
 
 
 def test_train_steps_zero_skips_training(tmp_path):
-    doc, _ = run_json(tmp_path, "--train-steps", "0", "--samples", "4", "--hidden", "8")
-    assert "training" not in doc["results"] and doc["verdict"]["reached_target"] is None
+    doc, _ = run_json(tmp_path, "--steps", "0", "--samples", "4", "--hidden", "8")
+    assert "training" not in doc["results"] and doc["verdict"]["evidence"]["reached_target"] is None
     assert len(doc["results"]["plots"]) == 2
 
 
 def test_influence_signs(tmp_path):
     doc, r = run_json(
         tmp_path, "--task", "influence", "--strategies", "full,chunk:5,chunk:20,random:0.9", "--samples", "30",
-        "--train-steps", "40", "--batch", "8",
+        "--steps", "40", "--batch", "8",
     )  # fmt: skip
     rows = {s["strategy"]: s for s in doc["results"]["strategies"]}
-    assert doc["config"]["seq_len"] == 200 and doc["results"]["theta0"] == 0.5
+    assert doc["results"]["seq_len"] == 200 and doc["results"]["theta0"] == 0.5
     assert rows["full"]["sign_agrees"] and rows["full"]["dtheta_mean"] == pytest.approx(doc["results"]["full_dtheta"])
     assert not rows["chunk:5"]["sign_agrees"] and not rows["chunk:20"]["sign_agrees"]
     assert rows["random:0.9"]["sign_agrees"]
-    assert doc["verdict"]["wrong_sign"] == ["chunk:5", "chunk:20"]
+    assert doc["verdict"]["evidence"]["wrong_sign"] == ["chunk:5", "chunk:20"]
+    assert doc["verdict"]["label"] == "diverged"  # chunk:5 and chunk:20 run away (1-based steps below)
+    assert all(d >= 1 for d in doc["verdict"]["evidence"]["diverged"].values())
     assert rows["full"]["steps_to_target"] is not None and rows["chunk:5"]["steps_to_target"] is None
     assert rows["chunk:5"]["final_theta"] > rows["chunk:5"]["theta_trajectory"][0] > rows["full"]["final_theta"]
     names = sorted(p.split("/")[-1] for p in doc["results"]["plots"])
@@ -109,7 +113,7 @@ def test_samples_below_two_with_a_random_strategy(tmp_path, samples):
     # without a random strategy, one evaluation is all a deterministic estimator needs
     ok = runner.invoke(
         app,
-        ["compare-truncation", "--samples", "1", "--strategies", "full,chunk:3", "--train-steps", "0", "-q", "--out",
+        ["compare-truncation", "--samples", "1", "--strategies", "full,chunk:3", "--steps", "0", "-q", "--out",
          str(tmp_path)],
     )  # fmt: skip
     assert ok.exit_code == 0, ok.stderr and ok.stdout == ""
@@ -117,32 +121,30 @@ def test_samples_below_two_with_a_random_strategy(tmp_path, samples):
 
 def test_impossible_task_setting_is_one_line_error(tmp_path):
     r = runner.invoke(app, ["compare-truncation", "--delay", "40", "--out", str(tmp_path)])
-    assert r.exit_code == 1
-    assert r.stderr.strip().splitlines() == ["bptt: error: `delay` must be less than `seq_len` (30); got 40"]
+    assert r.exit_code == 2  # a rule between two options: a usage error
+    assert r.stderr.strip().splitlines() == ["bptt: error: `--delay` must be less than `--seq-len` (30); got 40"]
 
 
 def test_checkpoint_start(tmp_path):
-    from bptt_cli.checkpoint import save_checkpoint
-    from bptt_cli.model import init_params
+    from bptt_cli.core.rnn import init_params
+    from bptt_cli.io.checkpoint import save_checkpoint
 
     params = init_params(np.random.default_rng(3), input_size=8, hidden_size=10, output_size=8)
     path = save_checkpoint(tmp_path / "m.npz", params, {"activation": "tanh"})
-    doc, _ = run_json(tmp_path, "--checkpoint", str(path), "--train-steps", "0", "--samples", "4")
-    assert doc["config"]["checkpoint"] == str(path)
-    from bptt_cli.bptt import gradients
-    from bptt_cli.tasks import make_task, sample_batch
+    doc, _ = run_json(tmp_path, "--model", str(path), "--steps", "0", "--samples", "4")
+    assert doc["config"]["model"] == str(path)
+    from bptt_cli.analyses.tasks import make_task, sample_batch
+    from bptt_cli.core.bptt import gradients
 
     batch = sample_batch(make_task("recall", seq_len=30), np.random.default_rng([0, 1]), 32)[0]
     full = gradients(params, batch.x, batch.targets, mask=batch.mask)
-    assert doc["results"]["full_grad_norm"] == pytest.approx(full.grads.norm(), rel=1e-12)
+    assert doc["results"]["full_grad_norm"] == pytest.approx(np.linalg.norm(full.grads.flat()), rel=1e-12)
     wrong = init_params(np.random.default_rng(3), input_size=3, hidden_size=10, output_size=8)
     path2 = save_checkpoint(tmp_path / "w.npz", wrong, {})
-    r = runner.invoke(app, ["compare-truncation", "--checkpoint", str(path2), "--out", str(tmp_path / "o")])
+    r = runner.invoke(app, ["compare-truncation", "--model", str(path2), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "input/output sizes 3/8" in r.stderr
 
 
 def test_checkpoint_does_not_apply_to_influence(tmp_path):
-    r = runner.invoke(
-        app, ["compare-truncation", "--task", "influence", "--checkpoint", "m.npz", "--out", str(tmp_path)]
-    )
-    assert r.exit_code == 2 and "--checkpoint" in r.stderr and not any(tmp_path.iterdir())
+    r = runner.invoke(app, ["compare-truncation", "--task", "influence", "--model", "m.npz", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "--model" in r.stderr and not any(tmp_path.iterdir())

@@ -4,15 +4,18 @@ comparison's signs and optimum, and the heavy-tail note."""
 import numpy as np
 import pytest
 
-from bptt_cli.influence import InfluenceRun, theta_gradient
-from bptt_cli.truncation import BiasPoint, EstimatorReport, EstimatorStats, Strategy, parse_strategies
-from bptt_cli.truncation_compare import (
+from bptt_cli.analyses.influence import InfluenceRun, theta_gradient
+from bptt_cli.analyses.truncation import (
+    BiasPoint,
+    EstimatorReport,
+    EstimatorStats,
     compare_influence,
     heavy_tail_note,
     influence_steps_to_target,
     reached,
     with_own_generators,
 )
+from bptt_cli.core.truncation import Strategy, parse_strategies
 
 
 @pytest.mark.parametrize(

@@ -4,19 +4,19 @@ carry the delayed dependency, in its gradient or in training; full BPTT can."""
 import numpy as np
 import pytest
 
-from bptt_cli.bptt import gradients
-from bptt_cli.model import init_params
-from bptt_cli.optim import Optimizer
-from bptt_cli.tasks import make_task, sample_batch
-from bptt_cli.truncation import Strategy, estimator_statistics, parse_strategies, propagate_weights
-from bptt_cli.truncation_compare import compare_training
+from bptt_cli.analyses.tasks import make_task, sample_batch
+from bptt_cli.analyses.train.optim import Optimizer
+from bptt_cli.analyses.truncation import compare_training, estimator_statistics
+from bptt_cli.core.bptt import gradients
+from bptt_cli.core.rnn import init_params
+from bptt_cli.core.truncation import Strategy, parse_strategies, propagate_weights
 
 DELAY = 10
 
 
 @pytest.fixture(scope="module")
 def setup():
-    task = make_task("recall", seq_len=20, delay=DELAY, symbols=8)
+    task = make_task("recall", seq_len=20, delay=DELAY, alphabet=8)
     params = init_params(np.random.default_rng(0), input_size=8, hidden_size=32, output_size=8, init="orthogonal")
     batch = sample_batch(task, np.random.default_rng(1), 32)[0]
     return task, params, batch

@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from bptt_cli.model import Params, init_params
-from bptt_cli.spectrum import lyapunov_exponents, singular_values
-from bptt_cli.verdict import LABELS, Verdict, judge_gain, judge_matrix, pascanu_bounds
+from bptt_cli.core.eigen import singular_values
+from bptt_cli.core.lyapunov import lyapunov_exponents
+from bptt_cli.core.rnn import Params, init_params
+from bptt_cli.core.verdict import LABELS, Verdict, judge_gain, judge_matrix, pascanu_bounds
 
 
 @pytest.mark.parametrize(
@@ -25,16 +26,16 @@ from bptt_cli.verdict import LABELS, Verdict, judge_gain, judge_matrix, pascanu_
     ],
 )
 def test_judge_gain_thresholds(gain, label):
-    v = judge_gain(gain, basis="fit", tol=0.02)
+    v = judge_gain(gain, basis="lyapunov", tol=0.02)
     assert v.label == label
-    assert v.basis == "fit"
+    assert v.basis == "lyapunov"
     assert v.evidence["tol"] == 0.02
     assert v.message
 
 
 @pytest.mark.parametrize(("rho", "label"), [(1.2, "exploding"), (0.8, "vanishing"), (1.0, "stable")])
 def test_linear_network_is_judged_by_rho(rho, label):
-    v = judge_matrix(rho, rho * 1.7, "identity", linear=True)
+    v = judge_matrix(rho, rho * 1.7, 1.0, linear=True)
     assert v.label == label
     assert v.basis == "spectral_radius"
     assert v.evidence["rho"] == rho
@@ -50,7 +51,7 @@ def test_linear_network_lyapunov_agrees_with_rho(rho, label):
     p = init_params(rng, input_size=2, hidden_size=H, output_size=1)
     p = Params(W_x=p.W_x, W_h=W, b=p.b, W_y=p.W_y, c=p.c)
     lyap = lyapunov_exponents(p, rng.normal(size=(200, 1, 2)), activation="identity", warmup=50)
-    v = judge_matrix(rho, float(singular_values(W)[0]), "identity", linear=True, lyapunov_gain=float(lyap.gains[0]))
+    v = judge_matrix(rho, float(singular_values(W)[0]), 1.0, linear=True, lyapunov_gain=float(lyap.gains[0]))
     assert v.basis == "lyapunov"
     assert v.label == label
 
@@ -60,7 +61,7 @@ def test_saturated_tanh_rho_3_is_not_exploding_and_shows_the_measured_gain():
     p = init_params(rng, input_size=4, hidden_size=32, output_size=1, spectral_radius=3.0)
     lyap = lyapunov_exponents(p, rng.normal(0, 20.0, size=(200, 4, 4)), activation="tanh", warmup=20)
     sigma = float(singular_values(p.W_h)[0])
-    v = judge_matrix(3.0, sigma, "tanh", linear=False, lyapunov_gain=float(lyap.gains[0]))
+    v = judge_matrix(3.0, sigma, 1.0, linear=False, lyapunov_gain=float(lyap.gains[0]))
     assert v.label != "exploding"
     assert v.label == "vanishing"
     assert v.basis == "lyapunov"
@@ -70,7 +71,7 @@ def test_saturated_tanh_rho_3_is_not_exploding_and_shows_the_measured_gain():
 
 def test_nonlinear_never_exploding_from_rho_alone():
     for rho in (1.5, 3.0, 10.0):
-        v = judge_matrix(rho, rho * 2, "tanh", linear=False)
+        v = judge_matrix(rho, rho * 2, 1.0, linear=False)
         assert v.label == "undetermined"
         assert v.basis == "matrix_bounds"
         assert "not determined by the matrix alone" in v.message
@@ -78,31 +79,31 @@ def test_nonlinear_never_exploding_from_rho_alone():
 
 
 def test_sigma_max_below_one_guarantees_vanishing():
-    v = judge_matrix(0.5, 0.9, "tanh", linear=False)
+    v = judge_matrix(0.5, 0.9, 1.0, linear=False)
     assert (v.label, v.basis) == ("vanishing", "sigma_max")
     assert "vanishing is guaranteed" in v.message
     # sigma_max just below 1 (within tol) guarantees no growth but not decay at a visible rate
-    assert judge_matrix(0.5, 0.99, "relu", linear=False).label == "undetermined"
+    assert judge_matrix(0.5, 0.99, 1.0, linear=False).label == "undetermined"
 
 
 def test_pascanu_bounds_statements():
-    b = pascanu_bounds(0.95, 1.3, "tanh")
+    b = pascanu_bounds(0.95, 1.3, 1.0)
     assert b["gamma"] == 1.0
     assert not b["vanishing_guaranteed"] and not b["explosion_possible"]
     assert b["rho_statement"].endswith("explosion is impossible")
-    assert pascanu_bounds(1.2, 0.9, "relu")["vanishing_guaranteed"]
+    assert pascanu_bounds(1.2, 0.9, 1.0)["vanishing_guaranteed"]
 
 
 def test_non_finite_matrix_is_diverged_and_bad_values_raise():
-    assert judge_matrix(math.inf, math.inf, "tanh", linear=False).label == "diverged"
+    assert judge_matrix(math.inf, math.inf, 1.0, linear=False).label == "diverged"
     with pytest.raises(ValueError, match="rho"):
-        judge_matrix(-1.0, 1.0, "tanh", linear=False)
+        judge_matrix(-1.0, 1.0, 1.0, linear=False)
     with pytest.raises(ValueError, match="tol"):
-        judge_gain(1.0, basis="x", tol=1.5)
-    with pytest.raises(ValueError, match="activation"):
-        judge_matrix(1.0, 1.0, "sigmoid", linear=False)
+        judge_gain(1.0, basis="lyapunov", tol=1.5)
     with pytest.raises(ValueError, match="label"):
-        Verdict("fine", "x")
+        Verdict("fine", "lyapunov", "")
+    with pytest.raises(ValueError, match="basis"):  # the basis is from a fixed vocabulary too
+        Verdict("stable", "a hunch", "")
 
 
 def test_as_dict_is_plain_and_labels_are_closed():
@@ -127,15 +128,15 @@ def test_as_dict_is_plain_and_labels_are_closed():
     ],
 )
 def test_judge_trace_uses_the_gain_only_when_the_fit_is_exponential(gain, r2, log_net, expected, basis_suffix):
-    from bptt_cli.verdict import judge_trace
+    from bptt_cli.core.verdict import judge_trace
 
-    v = judge_trace(gain, r2, 20, log_net, 19, basis="trace", eps=1e-3)
+    v = judge_trace(gain, r2, 20, log_net, 19, basis="trace_last_loss", eps=1e-3)
     assert v.label == expected
-    assert v.basis == "trace" + basis_suffix
+    assert v.basis == "trace_last_loss" + basis_suffix
     assert v.evidence["r2"] == r2 and v.evidence["steps"] == 19
 
 
 def test_judge_trace_without_points_is_undetermined():
-    from bptt_cli.verdict import judge_trace
+    from bptt_cli.core.verdict import judge_trace
 
-    assert judge_trace(math.nan, math.nan, 0, math.nan, 19, basis="trace").label == "undetermined"
+    assert judge_trace(math.nan, math.nan, 0, math.nan, 19, basis="trace_last_loss").label == "undetermined"

@@ -21,19 +21,16 @@ def pyplot() -> Any:
 
 
 def save(fig: Any, path: Path) -> Path:
-    """Write the figure (format from the suffix, PNG by default), close it, return the path.
+    """Write the figure (format from the suffix, PNG by default) atomically, close it, return the path."""
+    from bptt_cli.io.atomic import atomic_write
 
-    Written to a temporary name and renamed, so an interrupted save leaves no half file.
-    """
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
-        tmp.replace(path)
+        with atomic_write(path) as f:
+            fig.savefig(f, format=path.suffix.lstrip("."), dpi=110, bbox_inches="tight")
     finally:
-        tmp.unlink(missing_ok=True)
         pyplot().close(fig)
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,3 +83,33 @@ def singular_spectrum(path: Path, sigma: np.ndarray, *, one_over_gamma: float, r
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path)
+
+
+def spectrum_plots(folder: Path, W: np.ndarray, result: Any, *, tol: float) -> list[Path]:
+    """The three figures of an analyses.spectrum result, written into `folder`."""
+    H = W.shape[0]
+    eig, ref_all = result.eig, result.reference
+    ref_abs = None if ref_all is None else float(abs(ref_all[0]))
+    # the complex plane shows every eigenvalue when numpy gave them all, else only lambda_1
+    every = ref_all if ref_all is not None and ref_all.size == H else None
+    return [
+        eigenvalue_plane(
+            folder / "spectrum-eigenvalues.png", every, eig.eigenvalue, title=f"eigenvalues of W_h (H = {H})"
+        ),
+        convergence(
+            folder / "spectrum-convergence.png",
+            eig.history_iterations,
+            eig.history,
+            eig.residual_history,
+            ref_abs,
+            tol=tol,
+            title=f"{eig.method}: error against iteration",
+        ),
+        singular_spectrum(
+            folder / "spectrum-singular-values.png",
+            result.sigma,
+            one_over_gamma=result.bounds["one_over_gamma"],
+            rho=result.bounds["rho"],
+            title=f"singular values of W_h (H = {H})",
+        ),
+    ]

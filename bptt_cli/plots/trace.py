@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bptt_cli.core.signal import SignalTrace
 from bptt_cli.plots import pyplot, save
-from bptt_cli.trace import TraceResult
 
 LN10 = math.log(10.0)
 
 
-def trace_plot(path: Path, result: TraceResult, *, signal: str = "last") -> Path:
+def trace_plot(path: Path, result: SignalTrace, *, signal: str = "last") -> Path:
     """Write the figure; `signal` ('last' | 'all') is the one the verdict used (drawn bold)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -4,6 +4,7 @@ curves, and for the influence problem the theta trajectories and gradient signs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -147,3 +148,30 @@ def sign_plot(path: Path, signs: list, *, full: float) -> Path:
     ax2.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return save(fig, path)
+
+
+def compare_plots(folder: Path, result: Any) -> list[Path]:
+    """The figures of an analyses.truncation result, written into `folder`."""
+    rows = list(result.statistics.rows)
+    cmp = result.influence
+    if cmp is not None:
+        paths = [
+            bias_cost_plot(folder / "bias-cost.png", rows, what="dL/dtheta"),
+            sign_plot(folder / "gradient-signs.png", list(cmp.signs), full=cmp.full_gradient),
+        ]
+        if cmp.runs:
+            paths.append(theta_plot(folder / "theta.png", list(cmp.runs), theta_opt=cmp.theta_opt))
+        return paths
+    paths = [bias_cost_plot(folder / "bias-cost.png", rows), cosine_plot(folder / "cosine.png", rows)]
+    if result.training:
+        c = result.config
+        paths.append(
+            learning_curves_plot(
+                folder / "learning-curves.png",
+                list(result.training),
+                metric=result.task.metric,
+                target=c.target_value,
+                chance=result.task.chance,
+            )
+        )
+    return paths

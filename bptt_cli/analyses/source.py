@@ -1,0 +1,282 @@
+"""Where an analysed network and its data come from (the options spectrum, trace and
+compare-truncation share).
+
+The network: --model PATH (a bptt checkpoint or its run folder; or a matrix file, W_h with a
+fresh input and output layer) or a fresh initialisation (--hidden, --init, --spectral-radius).
+The data: a held-out batch of a task (--task; a checkpoint brings its own), a file of inputs
+(--inputs), or random N(0, s^2) inputs (--input-scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.analyses.tasks import TASKS, Batch, Task, heldout_batch, make_task
+from bptt_cli.core.activations import NAMES as ACTIVATIONS
+from bptt_cli.core.cells import Cell, RNNCell
+from bptt_cli.core.losses import LOSSES, get_loss
+from bptt_cli.core.rnn import INITS, Params, init_params, scale_to_spectral_radius
+from bptt_cli.core.validate import OptionError, check_choice, check_float, check_int
+from bptt_cli.io.models import ModelFile, open_model
+
+DATA_TASKS = ("random", *TASKS)
+DEFAULT_SEQ_LEN = 200  # random inputs
+DEFAULT_BATCH = 32
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The network to analyse. `activation` None: the checkpoint's, else tanh."""
+
+    model: Path | None = None
+    key: str | None = None
+    hidden: int = 64
+    init: str = "gaussian"
+    spectral_radius: float | None = None
+    activation: str | None = None
+    input: int = 4
+    output: int = 4
+
+    def check_model_options(self) -> None:
+        if self.key is not None and self.model is None:
+            raise ValueError("`--key` picks an array inside --model's file; give --model too")
+        check_int("--hidden", self.hidden)
+        check_choice("--init", self.init, INITS)
+        if self.spectral_radius is not None:
+            check_float("--spectral-radius", self.spectral_radius, lo=0.0)
+        if self.activation is not None:
+            check_choice("--activation", self.activation, ACTIVATIONS)
+        check_int("--input", self.input)
+        check_int("--output", self.output)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """The batch the network runs on. None: the checkpoint's (task, delay, alphabet, seq-len),
+    else the defaults (random inputs, delay 10, alphabet 8, T = 200 or the task's)."""
+
+    task: str | None = None
+    seq_len: int | None = None
+    batch: int | None = None
+    input_scale: float = 1.0
+    inputs: Path | None = None
+    text: Path | None = None
+    delay: int | None = None
+    alphabet: int | None = None
+
+    def check_data_options(self) -> None:
+        if self.task is not None:
+            check_choice("--task", self.task, DATA_TASKS)
+        if self.seq_len is not None:
+            check_int("--seq-len", self.seq_len)
+        if self.batch is not None:
+            check_int("--batch", self.batch)
+        check_float("--input-scale", self.input_scale, lo=0.0)
+        if self.delay is not None:
+            check_int("--delay", self.delay)
+        if self.alphabet is not None:
+            check_int("--alphabet", self.alphabet, min=2)
+        if self.inputs is not None and self.task not in (None, "random"):
+            raise ValueError(f"`--inputs` gives the inputs itself; it cannot be combined with --task {self.task}")
+        if self.text is not None and self.task not in (None, "text"):
+            raise ValueError("`--text` applies to --task text only")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The network, the data it runs on, and where both came from.
+
+    cell : the network (core/cells.py)
+    origin : 'checkpoint' | 'matrix' | 'init'
+    model : one line naming the network and where it came from
+    task : the Task of the data, None for random or file inputs
+    batch : the inputs, targets and mask
+    data : one line naming the data
+    loss : the loss the targets are for
+    saved : the options the checkpoint was made with ({} otherwise)
+    """
+
+    cell: Cell
+    origin: str
+    model: str
+    task: Task | None
+    batch: Batch
+    data: str
+    loss: str
+    saved: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The network and data as they were resolved (the checkpoint's settings filled in)."""
+        cell, x = self.cell, self.batch.x
+        activation = getattr(cell, "activation", None)
+        return {
+            "network": {
+                "description": self.model,
+                "origin": self.origin,
+                "cell": cell.name,
+                "activation": None if activation is None else activation.name,
+                "hidden": cell.hidden_size,
+                "input": cell.input_size,
+                "output": cell.output_size,
+            },
+            "data": {
+                "description": self.data,
+                "task": None if self.task is None else self.task.name,
+                "seq_len": int(x.shape[0]),
+                "batch": int(x.shape[1]),
+                "loss": self.loss,
+            },
+        }
+
+
+def saved_options(mf: ModelFile | None) -> dict[str, Any]:
+    """The options a checkpoint was made with: `bptt train` keeps them under "options"."""
+    if mf is None or mf.checkpoint is None:
+        return {}
+    config = mf.checkpoint.config
+    return config["options"] if isinstance(config.get("options"), dict) else config
+
+
+def _task(opts: DataOptions, saved: dict[str, Any]) -> Task | None:
+    saved_task = saved.get("task")
+    name = opts.task if opts.task is not None else saved_task if isinstance(saved_task, str) else "random"
+    if name not in DATA_TASKS:
+        raise ValueError(f"the checkpoint's task {name!r} is not one of {', '.join(TASKS)}")
+    if opts.text is not None and name != "text":
+        raise OptionError("`--text` applies to --task text only")
+    if name == "random" or opts.inputs is not None:
+        return None
+    text = opts.text if opts.text is not None else saved.get("text")
+    if name == "text" and text is not None and opts.text is None and not Path(text).is_file():
+        raise ValueError(f"the checkpoint's text file {text} is not there any more; give --text FILE")
+    return make_task(
+        name,
+        seq_len=opts.seq_len if opts.seq_len is not None else saved.get("seq_len") if name == saved_task else None,
+        alphabet=opts.alphabet if opts.alphabet is not None else int(saved.get("alphabet") or 8),
+        delay=opts.delay if opts.delay is not None else int(saved.get("delay") or 10),
+        text=text,
+    )
+
+
+def _loss(requested: str | None, task: Task | None, saved: dict[str, Any]) -> str:
+    if task is not None:
+        if requested is not None and requested != task.loss:
+            raise OptionError(f"`--loss` {requested} does not match the {task.name} task's loss {task.loss}")
+        return task.loss
+    if requested is not None:
+        return check_choice("--loss", requested, LOSSES)
+    saved_loss = saved.get("loss")
+    return saved_loss if saved_loss in LOSSES else "xent"
+
+
+def _network(
+    opts: ModelOptions, mf: ModelFile | None, saved: dict, rng: np.random.Generator, D: int, V: int
+) -> tuple[Cell, str, str]:
+    """(cell, origin, description)."""
+    activation = opts.activation or str(saved.get("activation") or "tanh")
+    rescale = ""
+    if mf is not None and mf.checkpoint is not None:
+        params = mf.checkpoint.params.astype(np.float64)
+        origin, desc = "checkpoint", f"checkpoint {mf.path}"
+    elif mf is not None:
+        W_h = mf.matrix
+        fresh = init_params(rng, input_size=D, hidden_size=W_h.shape[0], output_size=V)
+        params = Params(W_x=fresh.W_x, W_h=W_h, b=fresh.b, W_y=fresh.W_y, c=fresh.c)
+        origin, desc = "matrix", f"W_h from {mf.where}, with a random input and output layer"
+    else:
+        params = init_params(
+            rng,
+            input_size=D,
+            hidden_size=opts.hidden,
+            output_size=V,
+            init=opts.init,
+            spectral_radius=opts.spectral_radius,
+        )
+        origin = "init"
+        desc = f"fresh {opts.init} initialisation, H = {opts.hidden}"
+        if opts.spectral_radius is not None:
+            desc += f", spectral radius {opts.spectral_radius:g}"
+    if opts.spectral_radius is not None and origin != "init":
+        params = Params(**{**params.as_dict(), "W_h": scale_to_spectral_radius(params.W_h, opts.spectral_radius)})
+        rescale = f", rescaled to spectral radius {opts.spectral_radius:g}"
+    return RNNCell(params, activation), origin, desc + rescale
+
+
+def _random_targets(rng: np.random.Generator, loss: str, T: int, B: int, V: int) -> np.ndarray | None:
+    if loss == "xent":
+        return rng.integers(0, V, size=(T, B))
+    if loss == "mse":
+        return rng.normal(size=(T, B, V))
+    return None
+
+
+def load_inputs(path: Path, seq_len: int | None, batch: int | None, D: int) -> np.ndarray:
+    """Inputs from a .npy file, (T, B, D) or (T, D) for one sequence; T and B come from the file
+    (--seq-len and --batch may only take a leading part of it)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"--inputs {path}: not a numeric .npy array without pickles ({e})") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"--inputs {path}: cannot read ({e})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        raise ValueError(f"--inputs {path}: not a real numeric array (dtype {getattr(arr, 'dtype', '?')})")
+    if arr.ndim == 2:
+        arr = arr[:, None, :]  # one sequence
+    if arr.ndim != 3:
+        raise ValueError(f"--inputs {path}: shape {arr.shape}; expected (T, B, D) or (T, D)")
+    T_data, B_data, D_data = arr.shape
+    if D_data != D:
+        raise ValueError(f"--inputs {path}: input size D = {D_data}, but the model expects D = {D}")
+    T = T_data if seq_len is None else seq_len
+    B = B_data if batch is None else batch
+    if T > T_data:
+        raise ValueError(f"--seq-len {T} is larger than the {T_data} steps in --inputs {path}")
+    if B > B_data:
+        raise ValueError(f"--batch {B} is larger than the {B_data} sequences in --inputs {path}")
+    if not np.all(np.isfinite(arr[:T, :B])):
+        raise ValueError(f"--inputs {path}: contains NaN or infinite values")
+    return arr[:T, :B].astype(np.float64)
+
+
+def load_source(
+    model_opts: ModelOptions, data_opts: DataOptions, rng: np.random.Generator, *, loss: str | None = None
+) -> Source:
+    """The network and a batch for it, from the shared options (see the module docstring)."""
+    mf = None if model_opts.model is None else open_model(model_opts.model, model_opts.key)
+    saved = saved_options(mf)
+    task = _task(data_opts, saved)
+    lossname = _loss(loss, task, saved)
+    D = task.input_size if task is not None else model_opts.input
+    V = 0 if not get_loss(lossname).uses_output else (task.output_size if task is not None else model_opts.output)
+    cell, origin, desc = _network(model_opts, mf, saved, rng, D, V)
+    if task is not None:
+        if (cell.input_size, cell.output_size) != (task.input_size, task.output_size):
+            raise ValueError(
+                f"the {task.name} task needs input/output sizes {task.input_size}/{task.output_size}; "
+                f"the model has {cell.input_size}/{cell.output_size}"
+            )
+        batch = heldout_batch(task, rng, data_opts.batch or DEFAULT_BATCH)
+        data = f"held-out batch of the {task.name} task"
+    else:
+        if data_opts.inputs is not None:
+            x = load_inputs(data_opts.inputs, data_opts.seq_len, data_opts.batch, cell.input_size)
+            data = f"inputs from {data_opts.inputs}"
+        else:
+            T = data_opts.seq_len or DEFAULT_SEQ_LEN
+            B = data_opts.batch or DEFAULT_BATCH
+            x = data_opts.input_scale * rng.normal(size=(T, B, cell.input_size))  # (T, B, D)
+            data = f"random N(0, {data_opts.input_scale:g}^2) inputs"
+        T, B, _ = x.shape
+        targets = _random_targets(rng, lossname, T, B, cell.output_size)
+        batch = Batch(x=x, targets=targets, mask=np.ones((T, B)))
+    return Source(cell=cell, origin=origin, model=desc, task=task, batch=batch, data=data, loss=lossname, saved=saved)
+
+
+def default_warmup(warmup: int | None, seq_len: int) -> int:
+    """The Lyapunov warm-up: as given, else 50 steps or a quarter of the sequence, whichever is less."""
+    return min(50, seq_len // 4) if warmup is None else warmup

@@ -1,0 +1,175 @@
+"""`spectrum`: the dominant eigenvalue of W_h done right, its singular values and the Pascanu
+bounds, the Lyapunov exponents along a trajectory, and a verdict that names its basis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bptt_cli.analyses.common import wants_plots
+from bptt_cli.analyses.source import DataOptions, ModelOptions, Source, default_warmup, load_source
+from bptt_cli.core.eigen import (
+    METHODS,
+    REFERENCES,
+    EigenResult,
+    dominant_eigenvalue,
+    reference_eigenvalues,
+    singular_values,
+)
+from bptt_cli.core.lyapunov import LyapunovResult, lyapunov_exponents
+from bptt_cli.core.validate import check_choice, check_float, check_int, options
+from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, choose_rho, judge_matrix, pascanu_bounds
+from bptt_cli.io.runfolder import ensure_folder
+
+# numpy.linalg.eigvals is O(H^3) and holds all H eigenvalues: the default reference up to here
+NUMPY_REFERENCE_MAX = 2048
+
+
+@dataclass(frozen=True)
+class SpectrumConfig(ModelOptions, DataOptions):
+    """The network (ModelOptions), the trajectory's data (DataOptions) and the methods."""
+
+    method: str = "krylov-schur"
+    max_iter: int = 1000
+    tol: float = 1e-10
+    reference: str = "numpy"
+    lyapunov: int = 1
+    warmup: int | None = None
+    verdict_tol: float = DEFAULT_TOL
+    seed: int = 0
+    out: Path | None = None
+    plots: bool | None = None
+
+    def __post_init__(self) -> None:
+        with options():
+            self.check_model_options()
+            self.check_data_options()
+            check_choice("--method", self.method, METHODS)
+            check_int("--max-iter", self.max_iter)
+            check_float("--tol", self.tol, lo=0.0, lo_open=True)
+            check_choice("--reference", self.reference, (*REFERENCES, "none"))
+            check_int("--lyapunov", self.lyapunov, min=0)
+            if self.warmup is not None:
+                check_int("--warmup", self.warmup, min=0)
+            check_float("--verdict-tol", self.verdict_tol, lo=0.0, hi=1.0, hi_open=True)
+            check_int("--seed", self.seed, min=0)
+            wants_plots(self.plots, self.out)
+
+
+@dataclass(frozen=True)
+class SpectrumResult:
+    config: SpectrumConfig
+    source: Source
+    eig: EigenResult
+    reference_method: str | None
+    reference: np.ndarray | None  # eigenvalues by modulus, descending (all, or the top one)
+    rho: float
+    rho_source: str
+    sigma: np.ndarray  # singular values, descending
+    bounds: dict
+    lyapunov: LyapunovResult | None
+    verdict: Verdict
+    notes: tuple[str, ...] = ()
+    plots: tuple[Path, ...] = field(default=())
+
+    @property
+    def reference_top(self) -> complex | None:
+        return None if self.reference is None else complex(self.reference[0])
+
+    def results(self) -> dict:
+        e, ref1 = self.eig, self.reference_top
+        out: dict = {
+            **self.source.describe(),
+            "dominant_eigenvalue": {
+                "method": e.method,
+                "eigenvalue": e.eigenvalue,
+                "abs_eigenvalue": e.abs_eigenvalue,
+                "is_complex_pair": e.is_complex_pair,
+                "converged": e.converged,
+                "iterations": e.iterations,
+                "matvecs": e.matvecs,
+                "residual": e.residual,
+                "ratio_estimate": e.ratio_estimate,
+                "history": e.history,
+                "residual_history": e.residual_history,
+                "history_iterations": e.history_iterations,
+            },
+            "reference": None,
+            "rho": self.rho,
+            "rho_source": self.rho_source,
+            "singular_values": {"max": float(self.sigma[0]), "min": float(self.sigma[-1]), "all": self.sigma},
+            "bounds": self.bounds,
+            "lyapunov": None,
+            "notes": list(self.notes),
+            "plots": [str(p) for p in self.plots],
+        }
+        if ref1 is not None:
+            out["reference"] = {
+                "method": self.reference_method,
+                "eigenvalue": ref1,
+                "abs_eigenvalue": abs(ref1),
+                "abs_difference": abs(e.abs_eigenvalue - abs(ref1)),
+                "relative_difference": abs(e.abs_eigenvalue - abs(ref1)) / abs(ref1) if abs(ref1) > 0 else None,
+                "top_eigenvalues": self.reference[:10],
+            }
+        if self.lyapunov is not None:
+            ly, b = self.lyapunov, self.source.batch
+            out["lyapunov"] = {
+                "exponents": ly.exponents,
+                "gains": ly.gains,
+                "steps": ly.steps,
+                "warmup": self.source.batch.x.shape[0] - ly.steps,
+                "batch": int(b.x.shape[1]),
+                "inputs": self.source.data,
+            }
+        return out
+
+
+def run(config: SpectrumConfig) -> SpectrumResult:
+    c = config
+    folder = ensure_folder(c.out) if wants_plots(c.plots, c.out) else None  # a bad --out fails before any work
+    rng = np.random.default_rng(c.seed)
+    src = load_source(c, c, rng)
+    cell = src.cell
+    W = cell.recurrent_matrix().astype(np.float64)
+    H = W.shape[0]
+    warmup = default_warmup(c.warmup, src.batch.x.shape[0])
+    with options():
+        check_int("--lyapunov", c.lyapunov, min=0, max=cell.state_size)
+        check_int("--warmup", warmup, min=0, max=src.batch.x.shape[0] - 1)
+    notes: list[str] = []
+    ref_method = None if c.reference == "none" else c.reference
+    if ref_method == "numpy" and H > NUMPY_REFERENCE_MAX:
+        ref_method = "arpack"
+        notes.append(f"H = {H} > {NUMPY_REFERENCE_MAX}: reference switched from numpy to arpack")
+    eig = dominant_eigenvalue(W, max_iter=c.max_iter, tol=c.tol, rng=rng, method=c.method)
+    ref_all = None if ref_method is None else reference_eigenvalues(W, ref_method)
+    sigma = singular_values(W)
+    rho, rho_source, note = choose_rho(
+        eig.abs_eigenvalue, eig.converged, eig.method, None if ref_all is None else float(abs(ref_all[0])), ref_method
+    )
+    if note:
+        notes.append(note)
+    gamma = cell.gamma
+    bounds = pascanu_bounds(rho, float(sigma[0]), gamma)
+    lyap = None
+    if c.lyapunov > 0:
+        lyap = lyapunov_exponents(cell, src.batch.x, k=c.lyapunov, warmup=warmup)
+    verdict = judge_matrix(
+        rho,
+        float(sigma[0]),
+        gamma,
+        linear=cell.activation.linear,
+        lyapunov_gain=None if lyap is None else float(lyap.gains[0]),
+        tol=c.verdict_tol,
+    )
+    result = SpectrumResult(
+        c, src, eig, ref_method, ref_all, rho, rho_source, sigma, bounds, lyap, verdict, tuple(notes)
+    )
+    if folder is None:
+        return result
+    from bptt_cli.plots.spectrum import spectrum_plots
+
+    return SpectrumResult(**{**result.__dict__, "plots": tuple(spectrum_plots(folder, W, result, tol=c.tol))})

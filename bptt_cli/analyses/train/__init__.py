@@ -1,0 +1,374 @@
+"""`train`: learn a task with a small RNN, watch its gradients while it learns, keep the run.
+
+`run(config)` validates everything, claims the run folder, trains with `fit` (loop.py), and
+writes the run: config.json first, metrics.jsonl as it goes (one line per logged step and
+event), then model.npz (the checkpoint to resume or analyse), the plots and summary.json (the
+same document `bptt train --json` prints). `TrainConfig.resumed` rebuilds the config of a run
+from its checkpoint, so a resumed run continues under its own options.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.analyses.common import config_dict
+from bptt_cli.analyses.tasks import SAMPLINGS, TASKS, Task, check_batch_size, make_task, sample_text
+from bptt_cli.analyses.train import optim
+from bptt_cli.analyses.train.loop import FitResult, fit
+from bptt_cli.analyses.train.state import TrainState
+from bptt_cli.core.activations import NAMES as ACTIVATIONS
+from bptt_cli.core.cells import RNNCell
+from bptt_cli.core.rnn import INITS, init_params
+from bptt_cli.core.truncation import parse_strategy
+from bptt_cli.core.validate import (
+    DTYPES,
+    OptionError,
+    check_choice,
+    check_float,
+    check_int,
+    check_optional_positive,
+    options,
+)
+from bptt_cli.core.verdict import DEFAULT_TOL, LABELS
+from bptt_cli.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from bptt_cli.io.jsondoc import document
+from bptt_cli.io.runfolder import (
+    CONFIG,
+    METRICS,
+    MODEL,
+    SUMMARY,
+    MetricsLog,
+    discard_folder,
+    prepare_folder,
+    read_metrics,
+    write_json,
+)
+
+CHECKPOINT_KIND = "bptt-train"
+DEFAULT_STEPS = 500
+# what a resumed run may set anew; everything else is the checkpoint's
+RESUMABLE = ("steps", "epochs", "log_every", "out", "fail_on", "plots", "sample_len", "prime")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run (the defaults are the embedded default run, `make demo`).
+
+    steps None: DEFAULT_STEPS, or `epochs` passes over a text. seq_len None: the task's.
+    fail_on: the verdict labels the command line turns into exit code 3 (kept for --resume).
+    """
+
+    task: str = "recall"
+    text: Path | None = None
+    sampling: str = "sequential"
+    sample_len: int = 200
+    prime: str = ""
+    delay: int = 10
+    alphabet: int = 8
+    truncation: str = "full"
+    optimizer: str = "adam"
+    clip: float | None = None
+    clip_value: float | None = None
+    init: str = "gaussian"
+    spectral_radius: float | None = None
+    activation: str = "tanh"
+    hidden: int = 64
+    seq_len: int | None = None
+    batch: int = 32
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float = 3e-3
+    dtype: str = "float64"
+    seed: int = 0
+    log_every: int = 10
+    verdict_tol: float = DEFAULT_TOL
+    eps: float = 1e-3
+    out: Path | None = None
+    resume: Path | None = None
+    fail_on: tuple[str, ...] = ()
+    plots: bool = True
+    command_line: str = ""
+
+    def __post_init__(self) -> None:
+        with options():
+            check_choice("--task", self.task, TASKS)
+            check_choice("--sampling", self.sampling, SAMPLINGS)
+            check_int("--sample-len", self.sample_len, min=0)
+            check_int("--delay", self.delay)
+            check_int("--alphabet", self.alphabet, min=2)
+            parse_strategy(self.truncation)
+            check_choice("--optimizer", self.optimizer, optim.OPTIMIZERS)
+            check_optional_positive("--clip", self.clip)
+            check_optional_positive("--clip-value", self.clip_value)
+            check_choice("--init", self.init, INITS)
+            if self.spectral_radius is not None:
+                check_float("--spectral-radius", self.spectral_radius, lo=0.0)
+            check_choice("--activation", self.activation, ACTIVATIONS)
+            check_int("--hidden", self.hidden)
+            if self.seq_len is not None:
+                check_int("--seq-len", self.seq_len)
+            check_int("--batch", self.batch)
+            if self.steps is not None:
+                check_int("--steps", self.steps)
+            if self.epochs is not None:
+                check_float("--epochs", self.epochs, lo=0.0, lo_open=True)
+            check_float("--lr", self.lr, lo=0.0, lo_open=True)
+            check_choice("--dtype", self.dtype, tuple(DTYPES))
+            check_int("--seed", self.seed, min=0)
+            check_int("--log-every", self.log_every)
+            check_float("--verdict-tol", self.verdict_tol, lo=0.0, hi=1.0, hi_open=True)
+            check_float("--eps", self.eps, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+            for label in self.fail_on:
+                check_choice("--fail-on", label, LABELS)
+            if self.text is not None and self.task != "text":
+                raise ValueError("`--text` is only used by --task text")
+            if self.epochs is not None and self.task != "text":
+                raise ValueError(
+                    "`--epochs` needs --task text (the synthetic tasks draw new data every step: use --steps)"
+                )
+            if self.epochs is not None and self.steps is not None:
+                raise ValueError("`--epochs`: give --steps or --epochs, not both")
+
+    @classmethod
+    def resumed(cls, resume: Path, given: dict[str, Any]) -> tuple[TrainConfig, Checkpoint]:
+        """The config of the run in `resume` (a run folder or its model.npz) and its checkpoint.
+
+        `given` holds the options typed on this command line: RESUMABLE ones replace the saved
+        values; any other one that differs from the run's own is a usage error.
+        """
+        ckpt = load_checkpoint(resume / MODEL if resume.is_dir() else resume)
+        saved = ckpt.config.get("options") if ckpt.config.get("kind") == CHECKPOINT_KIND else None
+        if not isinstance(saved, dict) or not isinstance(ckpt.config.get("train_state"), dict):
+            raise ValueError(f"--resume {resume}: the checkpoint was not written by `bptt train` (no training state)")
+        names = {f for f in cls.__dataclass_fields__}
+        missing = sorted(names - set(saved) - {"resume", "command_line"})
+        if missing:
+            raise ValueError(
+                f"--resume {resume}: the checkpoint's options lack {missing[0]!r}; it is from another version"
+            )
+        for name, value in given.items():
+            if name in RESUMABLE or name in ("resume", "command_line"):
+                continue
+            if name in saved and _plain(saved[name]) != _plain(value):
+                raise OptionError(
+                    f"`--{name.replace('_', '-')}` cannot change when resuming: the run has {saved[name]!r}; only "
+                    + ", ".join(f"--{n.replace('_', '-')}" for n in RESUMABLE)
+                    + " may"
+                )
+        values = {k: saved[k] for k in names if k in saved}
+        values.update({k: v for k, v in given.items() if k in RESUMABLE})
+        if "epochs" in given:
+            values["steps"] = None
+        elif "steps" in given:
+            values["epochs"] = None
+        for k in ("text", "out"):
+            values[k] = None if values.get(k) is None else Path(values[k])
+        values["fail_on"] = tuple(values.get("fail_on") or ())
+        if values.get("out") is None:
+            values["out"] = resume if resume.is_dir() else resume.parent
+        values["resume"] = resume
+        values["command_line"] = given.get("command_line", "")
+        return cls(**values), ckpt
+
+    def as_dict(self) -> dict:
+        return config_dict(self)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    config: TrainConfig
+    task: Task
+    fit: FitResult
+    folder: Path
+    total_steps: int
+    plots: tuple[Path, ...]
+    sample: str | None
+
+    @property
+    def verdict(self):  # noqa: ANN201 - core.verdict.Verdict
+        return self.fit.verdict
+
+    def results(self) -> dict:
+        r, folder = self.fit, self.folder
+        last = next((h for h in reversed(r.history) if "loss" in h), {})
+        out: dict[str, Any] = {
+            "task": self.task.config(),
+            "steps_done": int(r.state.step),
+            "steps_requested": self.total_steps,
+            "interrupted": bool(r.stopped),
+            "diverged_at": r.diverged_at,
+            "metric": self.task.metric,
+            "final_metric": r.final_metric,
+            "chance": self.task.chance,
+            "final_loss": last.get("loss"),
+            "final_grad_norm": last.get("grad_norm"),
+            "final_rho": r.final_rho,
+            "final_start_fraction": None if r.final_trace is None else r.final_trace.start_fraction,
+            "clip_count": int(r.state.clip_count),
+            "events": list(r.events),
+            "seconds": float(r.seconds),
+            "files": {
+                "folder": str(folder),
+                "model": str(folder / MODEL),
+                "config": str(folder / CONFIG),
+                "metrics": str(folder / METRICS),
+                "summary": str(folder / SUMMARY),
+            },
+            "plots": [str(p) for p in self.plots],
+        }
+        if self.sample is not None:
+            out["sample"] = self.sample
+        return out
+
+    def document(self) -> dict:
+        return document("train", self.config.as_dict(), self.results(), verdict=self.verdict.as_dict())
+
+
+def _total_steps(c: TrainConfig, task: Task) -> int:
+    if c.epochs is None:
+        return DEFAULT_STEPS if c.steps is None else c.steps
+    per_epoch = max(1, (len(task.corpus.train_ids) - 1) // c.batch // task.seq_len)
+    return max(1, int(round(c.epochs * per_epoch)))
+
+
+def run(
+    config: TrainConfig,
+    *,
+    checkpoint: Checkpoint | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    on_start: Callable[[Task, int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train and keep the run (module docstring).
+
+    checkpoint : the run's checkpoint when resuming (TrainConfig.resumed returns it)
+    on_row : called with every metrics row and event as it is logged (a progress display)
+    on_start : called with (task, steps done, total steps) once everything is validated
+    should_stop : polled before every step; True stops cleanly, and the run is still saved
+    """
+    c = config
+    task = make_task(c.task, seq_len=c.seq_len, alphabet=c.alphabet, delay=c.delay, text=c.text, sampling=c.sampling)
+    with options():
+        check_batch_size(task, c.batch)
+        if c.prime and task.name == "text":
+            task.corpus.encode(c.prime)  # ValueError naming the characters not in the vocabulary
+    total = _total_steps(c, task)
+    opt = optim.Optimizer(c.optimizer, c.lr)
+    strategy = parse_strategy(c.truncation)
+    rng = np.random.default_rng(c.seed)
+    if checkpoint is None:
+        params = init_params(
+            rng,
+            input_size=task.input_size,
+            hidden_size=c.hidden,
+            output_size=task.output_size,
+            init=c.init,
+            spectral_radius=c.spectral_radius,
+            dtype=c.dtype,
+        )
+        state = None
+    else:
+        state = TrainState.from_checkpoint(checkpoint.params, opt, checkpoint.extras, checkpoint.config["train_state"])
+        params = state.params
+        if state.step >= total:
+            raise OptionError(f"`--steps`: the checkpoint has done {state.step} steps already; ask for more than that")
+    cell = RNNCell(params, c.activation)
+
+    # ---- the run folder: refuse to overwrite another run's checkpoint
+    folder, created = prepare_folder(c.out if c.out is not None else Path("runs") / f"train-{_stamp()}")
+    c = replace(c, out=folder)
+    source = None if c.resume is None else (c.resume if c.resume.is_dir() else c.resume.parent)
+    same_folder = source is not None and folder.resolve() == source.resolve()
+    if not same_folder and (folder / MODEL).exists():
+        discard_folder(folder, created, names=())
+        raise ValueError(f"--out {folder}: already holds a training run (model.npz); use another folder or --resume")
+    try:
+        write_json(folder / CONFIG, c.as_dict())
+        log = MetricsLog(
+            folder / METRICS,
+            keep_until=None if state is None else state.step,
+            source=None if same_folder or source is None else source / METRICS,
+        )
+    except BaseException:
+        if not same_folder:
+            discard_folder(folder, created)
+        raise
+    rows_written = 0
+
+    def callback(row: dict) -> None:
+        nonlocal rows_written
+        log.write(row)
+        rows_written += 1
+        if on_row is not None:
+            on_row(row)
+
+    if on_start is not None:
+        on_start(task, 0 if state is None else state.step, total)
+    with log:
+        try:
+            result = fit(
+                cell,
+                task,
+                steps=total,
+                rng=rng,
+                optimizer=opt,
+                truncation=strategy,
+                batch_size=c.batch,
+                clip=c.clip,
+                clip_value=c.clip_value,
+                log_every=c.log_every,
+                verdict_tol=c.verdict_tol,
+                eps=c.eps,
+                resume=state,
+                callback=callback,
+                should_stop=should_stop,
+            )
+        except ValueError:
+            if not same_folder and rows_written == 0:  # rejected before training: leave nothing behind
+                log.close()
+                discard_folder(folder, created)
+            raise
+
+    # ---- save: the parameters are the last finite ones, never NaN
+    arrays, meta = result.state.to_checkpoint()
+    ckpt_config = {"kind": CHECKPOINT_KIND, "options": c.as_dict(), "train_state": meta}
+    save_checkpoint(folder / MODEL, result.state.params, ckpt_config, extras=arrays)
+    plots: tuple[Path, ...] = ()
+    if c.plots:
+        from bptt_cli.plots.train import training_plots
+
+        rows = [r for r in read_metrics(folder / METRICS) if "event" not in r]
+        plots = tuple(
+            training_plots(
+                folder,
+                rows,
+                metric=task.metric,
+                clip=c.clip,
+                chance=task.chance,
+                diverged_at=result.diverged_at,
+                events=result.events,
+            )
+        )
+    sample = None
+    if task.name == "text" and c.sample_len > 0:
+        # its own generator: sampling never touches the training generator saved for --resume
+        sample = sample_text(
+            result.cell, task, np.random.default_rng([c.seed, result.state.step]), prime=c.prime, length=c.sample_len
+        )
+    out = TrainResult(c, task, result, folder, total, plots, sample)
+    write_json(folder / SUMMARY, out.document())
+    return out
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")

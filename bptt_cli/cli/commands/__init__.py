@@ -1,0 +1,1 @@
+"""One module per command; each is options -> config -> analysis -> render -> emit."""

@@ -1,0 +1,173 @@
+"""`bptt train`: train a small RNN on a built-in task or a text file, watch its gradients while it
+learns, and say whether training explodes, vanishes or stays healthy."""
+
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bptt_cli.analyses import train as analysis
+from bptt_cli.cli.options import (
+    Activation,
+    ActivationOpt,
+    AlphabetOpt,
+    ClipOpt,
+    DelayOpt,
+    Dtype,
+    DtypeOpt,
+    EpsOpt,
+    FailOnOpt,
+    HiddenOpt,
+    Init,
+    InitOpt,
+    JsonOpt,
+    LogEveryOpt,
+    LrOpt,
+    Optimizer,
+    OptimizerOpt,
+    QuietOpt,
+    Sampling,
+    SeedOpt,
+    SpectralRadiusOpt,
+    TextOpt,
+    TrainTask,
+    TruncationOpt,
+    VerdictTolOpt,
+    config_from,
+    parse_fail_on,
+    plain,
+)
+from bptt_cli.cli.output import EXIT_INTERRUPTED, Output, exit_for, handle_errors
+from bptt_cli.cli.render.train import TrainProgress, render
+
+D = analysis.TrainConfig
+
+
+class StopFlag:
+    """The first Ctrl-C asks training to stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopFlag":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C keeps its default meaning
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def command_line(ctx: typer.Context) -> str:
+    """The command as typed (when run as a program), else the options given, canonically."""
+    if Path(sys.argv[0]).name in ("bptt", "__main__.py") and sys.argv[1:2] == ["train"]:
+        return shlex.join(["bptt", *sys.argv[1:]])
+    words = ["bptt", "train"]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name).name != "COMMANDLINE":
+            continue
+        value, flag = ctx.params[param.name], max(param.opts, key=len)
+        if isinstance(value, bool):
+            words += [flag if value else (param.secondary_opts or [flag])[0]]
+        else:
+            words += [flag, str(plain(value))]
+    return shlex.join(words)
+
+
+def given_options(ctx: typer.Context) -> dict[str, Any]:
+    """The options typed on the command line (not their defaults), as the config takes them."""
+    return {k: plain(v) for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+
+
+@handle_errors("train")
+def command(
+    ctx: typer.Context,
+    task: Annotated[TrainTask, typer.Option("--task", help="What to learn.")] = TrainTask(D.task),
+    text: TextOpt = None,
+    sampling: Annotated[
+        Sampling, typer.Option("--sampling", help="text: sequential partitioning (state carried) or random windows.")
+    ] = Sampling(D.sampling),
+    sample_len: Annotated[
+        int, typer.Option("--sample-len", min=0, help="text: characters to generate at the end.")
+    ] = D.sample_len,
+    prime: Annotated[str, typer.Option("--prime", help="text: the start of the generated sample.")] = D.prime,
+    delay: DelayOpt = D.delay,
+    alphabet: AlphabetOpt = D.alphabet,
+    truncation: TruncationOpt = D.truncation,
+    optimizer: OptimizerOpt = Optimizer(D.optimizer),
+    lr: LrOpt = D.lr,
+    clip: ClipOpt = None,
+    clip_value: Annotated[
+        float | None, typer.Option("--clip-value", help="Element-wise clipping into [-v, v], v > 0. [default: off]")
+    ] = None,
+    init: InitOpt = Init(D.init),
+    spectral_radius: SpectralRadiusOpt = None,
+    activation: ActivationOpt = Activation(D.activation),
+    hidden: HiddenOpt = D.hidden,
+    seq_len: Annotated[
+        int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T. [default: recall 30, others 50]")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", "-B", min=1, help="Batch size B.")] = D.batch,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help=f"Training steps in total. [default: {analysis.DEFAULT_STEPS}]")
+    ] = None,
+    epochs: Annotated[
+        float | None, typer.Option("--epochs", help="text: passes over the training text, instead of --steps.")
+    ] = None,
+    dtype: DtypeOpt = Dtype(D.dtype),
+    log_every: LogEveryOpt = D.log_every,
+    verdict_tol: VerdictTolOpt = D.verdict_tol,
+    eps: EpsOpt = D.eps,
+    fail_on: FailOnOpt = None,
+    seed: SeedOpt = D.seed,
+    out: Annotated[Path | None, typer.Option("--out", help="The run folder. [default: runs/train-TIME]")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this folder (or its model.npz).")
+    ] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the figures into the run folder.")] = D.plots,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a vanilla RNN (from scratch, numpy) and watch its gradients: loss, task metric,
+    gradient norm, rho(W_h) and how much of the last loss's signal reaches the first step.
+    Ends with a verdict (exploding / vanishing / stable / diverged) and its evidence, and keeps
+    the run: a checkpoint, metrics.jsonl, summary.json and plots."""
+    line = command_line(ctx)
+    given = {**given_options(ctx), "command_line": line}
+    if "fail_on" in given:
+        given["fail_on"] = parse_fail_on(fail_on)
+    checkpoint = None
+    if resume is not None:
+        config, checkpoint = D.resumed(resume, given)
+    else:
+        config = config_from(D, locals(), fail_on=parse_fail_on(fail_on), command_line=line)
+    o = Output(json, quiet, "train")
+    progress = TrainProgress(o)
+    with StopFlag() as stop:
+        try:
+            result = analysis.run(
+                config, checkpoint=checkpoint, on_row=progress.update, on_start=progress.start, should_stop=stop
+            )
+        finally:
+            progress.stop()
+    render(o, result)
+    doc = result.document()
+    o.emit(doc["config"], doc["results"], doc["verdict"])
+    if result.fit.stopped:
+        raise typer.Exit(EXIT_INTERRUPTED)  # Ctrl-C: everything is saved, but the run did not finish
+    exit_for(result.verdict.label, result.config.fail_on)

@@ -1,0 +1,143 @@
+"""Tables that never hide a digit: numbers formatted to a fixed number of significant digits,
+and a table too wide for the terminal is stacked (one block of `column: value` lines per row)
+instead of squeezed behind ellipses. Titles and captions are paragraphs that wrap to the
+terminal's width. No numbers are computed here."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+COLOURS = {"stable": "green", "exploding": "red", "diverged": "red", "vanishing": "yellow", "undetermined": "magenta"}
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    """A number for a table cell: general format, 'nan'/'inf' spelled out, None as '-'."""
+    if x is None:
+        return "-"
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (complex, np.complexfloating)):
+        if x.imag == 0:
+            return fmt(x.real, digits)
+        sign = "+" if x.imag >= 0 else "-"
+        return f"{fmt(x.real, digits)}{sign}{fmt(abs(x.imag), digits)}i"
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        if not math.isfinite(f):
+            return str(f)
+        return f"{f:.{digits}g}"
+    return str(x)
+
+
+def fmt_ln(ln: float, digits: int = 4) -> str:
+    """A norm given by its natural log, printed as a number even beyond float range (1.5e+1760)."""
+    if math.isnan(ln):
+        return "nan"
+    if ln == -math.inf:
+        return "0"
+    if ln == math.inf:
+        return "inf"
+    e10 = ln / math.log(10.0)
+    exp = math.floor(e10)
+    mant = 10 ** (e10 - exp)
+    if mant >= 10 - 0.5 * 10 ** (1 - digits):  # rounds up to 10.0 in the mantissa
+        mant, exp = mant / 10, exp + 1
+    return f"{mant:.{digits - 1}f}e{exp:+d}" if abs(exp) >= 4 else f"{math.exp(ln):.{digits}g}"
+
+
+def cell_text(c: Any) -> str:
+    return c if isinstance(c, str) else fmt(c)
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$|^-$|^(nan|inf|-inf)$")
+
+
+def _numeric(c: Any) -> bool:
+    """A number, None, or a string that spells one (fmt_ln's '1.5e+1760'): right-aligned, never wrapped."""
+    if isinstance(c, str):
+        return bool(_NUMBER.match(c))
+    return c is None or isinstance(c, (int, float, complex, np.number)) and not isinstance(c, bool)
+
+
+class FitTable:
+    """A table that fits the console: rendered as rows when it does, stacked when it does not.
+
+    Numeric columns never wrap; text columns may wrap at spaces. `numeric` cells are formatted
+    with `fmt` and right-aligned.
+    """
+
+    def __init__(self, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        self.columns = list(columns)
+        self.rows = [[c for c in r] for r in rows]
+
+    def _table(self) -> Table:
+        t = Table(box=None, padding=(0, 1), collapse_padding=True, pad_edge=False, header_style="bold")
+        for j, name in enumerate(self.columns):
+            numeric = bool(self.rows) and all(_numeric(r[j]) for r in self.rows)
+            t.add_column(escape(name), justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
+        for r in self.rows:
+            t.add_row(*[escape(cell_text(c)) for c in r])
+        return t
+
+    def _needed_width(self) -> int:
+        """The width the table needs with no cell wrapped: widest cell of each column plus padding."""
+        widths = [len(n) for n in self.columns]
+        for r in self.rows:
+            for j, c in enumerate(r):
+                widths[j] = max(widths[j], len(cell_text(c)))
+        return sum(widths) + len(widths) - 1
+
+    def _longest_words(self) -> int:
+        """The width the table needs when its text columns wrap at spaces."""
+        widths = []
+        for j, name in enumerate(self.columns):
+            cells = [cell_text(r[j]) for r in self.rows]
+            numeric = bool(self.rows) and all(_numeric(r[j]) for r in self.rows)
+            parts = cells if numeric else [w for c in cells for w in c.split()] or [""]
+            widths.append(max([len(name)] + [len(p) for p in parts]))
+        return sum(widths) + len(widths) - 1
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        if self._needed_width() <= width or self._longest_words() <= width:
+            yield self._table()
+            return
+        label = max(len(n) for n in self.columns)
+        for i, r in enumerate(self.rows):
+            if i:
+                yield Text("")
+            for name, c in zip(self.columns, r, strict=True):
+                yield Text(f"{name:>{label}}  {cell_text(c)}")
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> FitTable:
+    return FitTable(columns, rows)
+
+
+def title(text: str) -> Text:
+    """A table's title: a bold paragraph that wraps at the console's width."""
+    return Text(text, style="bold")
+
+
+def caption(text: str) -> Text:
+    return Text(text, style="dim")
+
+
+def verdict_line(verdict: dict | Any) -> Text:
+    """'verdict: LABEL (basis: BASIS) - message', the label coloured."""
+    v = verdict if isinstance(verdict, dict) else verdict.as_dict()
+    t = Text("verdict: ")
+    t.append(v["label"], style=f"bold {COLOURS.get(v['label'], 'white')}")
+    t.append(f" (basis: {v['basis']}) - {v['message']}")
+    return t

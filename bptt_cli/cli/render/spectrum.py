@@ -1,0 +1,66 @@
+"""What `bptt spectrum` shows."""
+
+from __future__ import annotations
+
+from bptt_cli.analyses.spectrum import SpectrumResult
+from bptt_cli.cli.output import Output
+from bptt_cli.cli.render.common import caption, fmt, table, title, verdict_line
+
+
+def render(o: Output, r: SpectrumResult) -> None:
+    e, ref1, c = r.eig, r.reference_top, r.config
+    rows = [
+        ["lambda_1", fmt(e.eigenvalue, 8), "-" if ref1 is None else fmt(ref1, 8)],
+        ["|lambda_1|", fmt(e.abs_eigenvalue, 12), "-" if ref1 is None else fmt(abs(ref1), 12)],
+        ["complex pair", fmt(e.is_complex_pair), "-" if ref1 is None else fmt(ref1.imag != 0)],
+        ["converged", fmt(e.converged), ""],
+        ["iterations / matvecs", f"{e.iterations} / {e.matvecs}", ""],
+        ["residual", fmt(e.residual, 3), ""],
+        ["|lambda_2/lambda_1| est.", fmt(e.ratio_estimate), ""],
+    ]
+    if ref1 is not None:
+        rows.append(["|lambda_1| difference", fmt(abs(e.abs_eigenvalue - abs(ref1)), 3), ""])
+    o.show(title(f"dominant eigenvalue of W_h: {r.source.model}"))
+    ref_name = "reference" if ref1 is None else f"reference ({r.reference_method})"
+    o.show(table(["", e.method, ref_name], rows))
+    if e.converged:
+        o.show(caption("residual = ||W u - lambda u|| / |lambda|"))
+    else:
+        o.show(
+            caption(
+                f"NOT converged within --max-iter {c.max_iter}: residual {e.residual:.3g} > tol {c.tol:g}; "
+                "the estimate is the best seen, not a result"
+            )
+        )
+    b = r.bounds
+    o.show(title(f"singular values and the Pascanu bounds (gamma = max|f'| = {b['gamma']:g})"))
+    o.show(
+        table(
+            ["quantity", "value", "meaning"],
+            [
+                ["sigma_max", b["sigma_max"], b["sigma_statement"]],
+                ["sigma_min", float(r.sigma[-1]), ""],
+                ["rho", b["rho"], b["rho_statement"]],
+            ],
+        )
+    )
+    if r.lyapunov is not None:
+        ly = r.lyapunov
+        warm = r.source.batch.x.shape[0] - ly.steps
+        o.show(
+            title(
+                f"Lyapunov exponents along the trajectory ({ly.steps} steps after {warm} warm-up, "
+                f"batch {r.source.batch.x.shape[1]}, {r.source.data})"
+            )
+        )
+        o.show(
+            table(
+                ["i", "exponent (log per step)", "gain per step"],
+                [[i + 1, float(x), float(g)] for i, (x, g) in enumerate(zip(ly.exponents, ly.gains, strict=True))],
+            )
+        )
+    for note in r.notes:
+        o.line(f"note: {note}")
+    for p in r.plots:
+        o.line(f"plot: {p}")
+    o.show(verdict_line(r.verdict))

@@ -1,0 +1,128 @@
+"""The bptt checkpoint: one .npz archive, no pickle anywhere.
+
+Entries of the archive:
+
+- ``bptt_format``: the string "bptt-checkpoint/1" (tells a bptt checkpoint from any other .npz);
+- ``param/W_x``, ``param/W_h``, ``param/b``, ``param/W_y``, ``param/c``: the parameter arrays;
+- ``config``: a JSON text (a 0-d unicode array) holding the caller's config dict;
+- ``extra/<name>``: optional numeric arrays (optimizer moments, step counters, RNG state words...).
+
+Writes are atomic (io/atomic.py), so an interrupted save never leaves a half-written checkpoint
+where a good one was. Reads use allow_pickle=False. A numpy Generator's state is a dict of (big)
+integers: it round-trips through the JSON config (Python's json keeps arbitrary-precision ints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.core.rnn import PARAM_NAMES, Params, check_params
+from bptt_cli.io.atomic import atomic_write
+
+FORMAT = "bptt-checkpoint/1"
+FORMAT_KEY = "bptt_format"
+_CONFIG_KEY = "config"
+_PARAM = "param/"
+_EXTRA = "extra/"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What `load_checkpoint` returns: the parameters, the saved config, and the extras."""
+
+    params: Params
+    config: dict[str, Any]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def save_checkpoint(
+    path: str | os.PathLike, params: Params, config: dict, extras: dict[str, np.ndarray] | None = None
+) -> Path:
+    """Write params, a JSON-able config dict and optional numeric extras to `path` atomically.
+
+    Raises ValueError for invalid parameters, a config that is not strict JSON, or an extra that
+    is not a numeric (bool/int/float/complex) array; OSError when the folder is not writable.
+    Returns the path written.
+    """
+    path = Path(path)
+    check_params(params)
+    if not isinstance(config, dict):
+        raise ValueError(f"checkpoint `config` must be a dict; got {type(config).__name__}")
+    try:
+        config_text = json.dumps(config, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint `config` must be JSON-serialisable without NaN/inf: {e}") from None
+    arrays: dict[str, np.ndarray] = {FORMAT_KEY: np.array(FORMAT), _CONFIG_KEY: np.array(config_text)}
+    for name, arr in params.as_dict().items():
+        arrays[_PARAM + name] = np.ascontiguousarray(arr)
+    for name, value in (extras or {}).items():
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"checkpoint extra names must be non-empty strings without '/'; got {name!r}")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biufc":
+            raise ValueError(f"checkpoint extra {name!r} must be a numeric array; got dtype {arr.dtype}")
+        arrays[_EXTRA + name] = arr
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint` (allow_pickle=False).
+
+    Raises ValueError naming the file for a missing file, a file that is not an .npz archive,
+    an archive that is not a bptt checkpoint, a corrupt or pickled entry, or invalid parameters.
+    """
+    path = Path(path)
+    where = f"checkpoint {path}"
+    if not path.exists():
+        raise ValueError(f"{where}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{where}: is a folder, not a file")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{where}: not a bptt checkpoint (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            if FORMAT_KEY not in files:
+                raise ValueError(f"{where}: an .npz archive but not a bptt checkpoint (no '{FORMAT_KEY}' entry)")
+            fmt = str(z[FORMAT_KEY])
+            if fmt != FORMAT:
+                raise ValueError(f"{where}: unsupported checkpoint format {fmt!r} (this bptt reads {FORMAT!r})")
+            missing = [n for n in PARAM_NAMES if _PARAM + n not in files]
+            if missing or _CONFIG_KEY not in files:
+                what = ", ".join([_PARAM + n for n in missing] + ([] if _CONFIG_KEY in files else [_CONFIG_KEY]))
+                raise ValueError(f"{where}: incomplete checkpoint, missing {what}")
+            arrays = {n: z[_PARAM + n] for n in PARAM_NAMES}
+            config_text = str(z[_CONFIG_KEY])
+            extras = {k[len(_EXTRA) :]: z[k] for k in sorted(files) if k.startswith(_EXTRA)}
+    except ValueError as e:
+        msg = str(e)
+        if msg.startswith(where):
+            raise
+        if "pickle" in msg.lower():
+            raise ValueError(f"{where}: contains pickled (object) data, which bptt refuses to load") from None
+        raise ValueError(f"{where}: corrupt archive ({msg})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{where}: corrupt archive ({type(e).__name__}: {e})") from None
+    try:
+        config = json.loads(config_text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: the config entry is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: the config entry is not a JSON object")
+    for name, arr in arrays.items():
+        if arr.dtype.kind != "f":
+            raise ValueError(f"{where}: parameter {name} has non-float dtype {arr.dtype}")
+    try:
+        params = check_params(Params(**arrays))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return Checkpoint(params=params, config=config, extras=extras)
