@@ -49,8 +49,9 @@ import torch  # noqa: E402
 
 from bptt_cli import Params, init_params  # noqa: E402
 from bptt_cli.analyses import tasks  # noqa: E402
-from bptt_cli.analyses.train import TrainConfig, optim  # noqa: E402
-from bptt_cli.analyses.train import loop as train  # noqa: E402
+from bptt_cli.analyses.train import TrainConfig  # noqa: E402
+from bptt_cli.analyses.training import loop as train  # noqa: E402
+from bptt_cli.analyses.training import optim  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_train.json"
 NEVER = 10**9

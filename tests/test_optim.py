@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from bptt_cli.analyses.train import optim
+from bptt_cli.analyses.training import optim
 from bptt_cli.core.rnn import PARAM_NAMES, Params, init_params
 
 torch = pytest.importorskip("torch")

@@ -56,9 +56,14 @@ def test_full_spectrum_sums_to_mean_log_determinant(activation):
     rng = np.random.default_rng(2)
     H, T, B = 6, 60, 3
     params = init_params(rng, input_size=2, hidden_size=H, output_size=1, spectral_radius=1.5)
-    if activation == "relu":  # a positive bias keeps every unit active, so no log 0
-        params = Params(W_x=params.W_x, W_h=params.W_h, b=np.full(H, 50.0), W_y=params.W_y, c=params.c)
     x = rng.normal(size=(T, B, 2))
+    if activation == "relu":
+        # every unit must stay active (f' = 1), or log f' = -inf: W_h >= 0 keeps W_h h >= 0 for h >= 0,
+        # rho < 1 keeps h bounded, and a bias above max |W_x x_t| keeps every a_t > 0
+        W = np.abs(params.W_h)
+        W *= 0.9 / np.max(np.abs(np.linalg.eigvals(W)))
+        b = np.full(H, 1.0 + np.abs(np.einsum("hd,tbd->tbh", params.W_x, x)).max())
+        params = Params(W_x=params.W_x, W_h=W, b=b, W_y=params.W_y, c=params.c)
     res = lyapunov_exponents(params, x, activation=activation, k=H, warmup=10)
     # independent oracle: a plain loop over the trajectory with explicit Jacobians
     expected = np.zeros(B)
@@ -66,12 +71,30 @@ def test_full_spectrum_sums_to_mean_log_determinant(activation):
         h = np.zeros(H)
         for t in range(T):
             a = params.W_x @ x[t, b] + params.W_h @ h + params.b
+            if activation == "relu":
+                assert np.all(a > 0), "the premise: every relu unit active"
             h = np.tanh(a) if activation == "tanh" else np.maximum(a, 0)
             d = 1 - h**2 if activation == "tanh" else (a > 0).astype(float)
             if t >= 10:
                 expected[b] += np.linalg.slogdet(np.diag(d) @ params.W_h)[1]
+    assert np.all(np.isfinite(expected))
     assert_allclose(res.per_sequence.sum(axis=1), expected / (T - 10), rtol=1e-10)
     assert np.all(np.diff(res.exponents) <= 0)
+
+
+def test_dead_relu_units_give_minus_infinity():
+    """A unit that is never active annihilates a direction: its exponent is -inf, reported as such."""
+    rng = np.random.default_rng(4)
+    H = 4
+    params = init_params(rng, input_size=2, hidden_size=H, output_size=1)
+    W = np.abs(params.W_h)
+    W *= 0.5 / np.max(np.abs(np.linalg.eigvals(W)))  # W >= 0, rho 0.5: the state stays small
+    b = np.r_[np.full(H - 1, 5.0), -1e3]  # units 0..2 always active, unit 3 never
+    params = Params(W_x=params.W_x, W_h=W, b=b, W_y=params.W_y, c=params.c)
+    x = 0.5 * rng.normal(size=(50, 2, 2))
+    assert np.abs(np.einsum("hd,tbd->tbh", params.W_x, x)).max() < 5.0  # the premise: inputs cannot flip a unit
+    res = lyapunov_exponents(params, x, activation="relu", k=H, warmup=5)
+    assert res.exponents[-1] == -np.inf and np.all(np.isfinite(res.exponents[:-1]))
 
 
 def test_saturated_tanh_has_small_gain():

@@ -9,10 +9,10 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from bptt_cli.analyses import tasks
-from bptt_cli.analyses.train import loop as train
-from bptt_cli.analyses.train import optim
-from bptt_cli.analyses.train.events import detect_events
-from bptt_cli.analyses.train.watch import adjoint_log_norms
+from bptt_cli.analyses.training import loop as train
+from bptt_cli.analyses.training import optim
+from bptt_cli.analyses.training.events import detect_events
+from bptt_cli.analyses.training.watch import adjoint_log_norms
 from bptt_cli.core.bptt import gradients
 from bptt_cli.core.eigen import dense_spectral_radius as spectral_radius
 from bptt_cli.core.rnn import Params, init_params

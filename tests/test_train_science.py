@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from bptt_cli.analyses import tasks
-from bptt_cli.analyses.train import TrainConfig, optim, run
-from bptt_cli.analyses.train import loop as train
+from bptt_cli.analyses.train import TrainConfig, run
+from bptt_cli.analyses.training import loop as train
+from bptt_cli.analyses.training import optim
 from bptt_cli.core.cells import RNNCell
 from bptt_cli.core.rnn import init_params
 from bptt_cli.core.truncation import parse_strategy

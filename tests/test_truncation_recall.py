@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bptt_cli.analyses.tasks import make_task, sample_batch
-from bptt_cli.analyses.train.optim import Optimizer
+from bptt_cli.analyses.training.optim import Optimizer
 from bptt_cli.analyses.truncation import compare_training, estimator_statistics
 from bptt_cli.core.bptt import gradients
 from bptt_cli.core.rnn import init_params

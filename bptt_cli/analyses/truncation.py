@@ -30,8 +30,8 @@ from bptt_cli.analyses.influence import (
     train_theta,
 )
 from bptt_cli.analyses.tasks import Task, make_task, sample_batch
-from bptt_cli.analyses.train.loop import fit
-from bptt_cli.analyses.train.optim import OPTIMIZERS, Optimizer
+from bptt_cli.analyses.training.loop import fit
+from bptt_cli.analyses.training.optim import OPTIMIZERS, Optimizer
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.bptt import GradResult
 from bptt_cli.core.cells import Cell, RNNCell, as_cell

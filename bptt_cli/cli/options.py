@@ -16,7 +16,7 @@ import typer
 
 from bptt_cli.analyses.source import DATA_TASKS
 from bptt_cli.analyses.tasks import SAMPLINGS, TASKS
-from bptt_cli.analyses.train.optim import OPTIMIZERS
+from bptt_cli.analyses.training.optim import OPTIMIZERS
 from bptt_cli.core.activations import NAMES as ACTIVATION_NAMES
 from bptt_cli.core.eigen import METHODS, REFERENCES
 from bptt_cli.core.losses import LOSSES

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from bptt_cli.analyses.tasks import Batch, Task, check_batch_size, evaluate, heldout_batch, sample_batch
-from bptt_cli.analyses.train import optim
-from bptt_cli.analyses.train.events import detect_events
-from bptt_cli.analyses.train.state import TrainState, initial_state
-from bptt_cli.analyses.train.watch import Watcher, final_trace, watch_row
+from bptt_cli.analyses.training import optim
+from bptt_cli.analyses.training.events import detect_events
+from bptt_cli.analyses.training.state import TrainState, initial_state
+from bptt_cli.analyses.training.watch import Watcher, final_trace, watch_row
 from bptt_cli.core.activations import Activation
 from bptt_cli.core.bptt import NonFiniteError
 from bptt_cli.core.cells import Cell, as_cell

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt_cli.analyses.train import optim
+from bptt_cli.analyses.training import optim
 
 
 def _plain(obj: Any) -> Any:

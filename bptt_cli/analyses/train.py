@@ -19,9 +19,9 @@ import numpy as np
 
 from bptt_cli.analyses.common import config_dict
 from bptt_cli.analyses.tasks import SAMPLINGS, TASKS, Task, check_batch_size, make_task, sample_text
-from bptt_cli.analyses.train import optim
-from bptt_cli.analyses.train.loop import FitResult, fit
-from bptt_cli.analyses.train.state import TrainState
+from bptt_cli.analyses.training import optim
+from bptt_cli.analyses.training.loop import FitResult, fit
+from bptt_cli.analyses.training.state import TrainState
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.cells import RNNCell
 from bptt_cli.core.rnn import INITS, init_params
