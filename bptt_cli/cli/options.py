@@ -31,6 +31,18 @@ def _choices(name: str, values: tuple[str, ...] | list[str]) -> type[Enum]:
     return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)  # type: ignore[return-value]
 
 
+def one_of(choices: type[Enum]) -> str:
+    """The choices in words for a help text (they wrap between words at any width)."""
+    values = [m.value for m in choices]  # type: ignore[attr-defined]
+    return ", ".join(values[:-1]) + f" or {values[-1]}" if len(values) > 1 else values[0]
+
+
+def choice(flag: str, enum: type[Enum], text: str, default: str = "") -> Any:
+    """A choice option: metavar NAME and the choices in the help text, so that --help never breaks
+    one of them in the middle (Typer's [a|b|c] metavar does, in a narrow column)."""
+    return typer.Option(flag, metavar="NAME", help=f"{text}: {one_of(enum)}.{' ' + default if default else ''}")
+
+
 Activation = _choices("Activation", ACTIVATION_NAMES)
 Loss = _choices("Loss", LOSSES)
 Init = _choices("Init", INITS)
@@ -49,8 +61,12 @@ CompareTask = _choices("CompareTask", ("recall", "adding", "sine", "influence"))
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout; tables go to stderr.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, progress or warnings.")]
-SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seed of the random generator: same seed, same numbers.")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Folder for the plots and files.", show_default=False)]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, metavar="N", help="Seed of the random generator: same seed, same numbers.")
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", metavar="PATH", help="Folder for the plots and files.", show_default=False)
+]
 PlotsOpt = Annotated[
     bool | None,
     typer.Option("--plots/--no-plots", help="Write the plots into --out. [default: plots when --out is given]"),
@@ -70,6 +86,7 @@ ModelOpt = Annotated[
     Path | None,
     typer.Option(
         "--model",
+        metavar="PATH",
         help="The model to analyse: a bptt checkpoint or run folder, or a matrix file "
         "(.npy, .npz, PyTorch .pt/.pth) whose W_h gets a random input and output layer.",
         show_default=False,
@@ -77,90 +94,122 @@ ModelOpt = Annotated[
 ]
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--key", help="The array inside a --model matrix file (default: the only one; weight_hh_l0 for .pt)."),
+    typer.Option(
+        "--key",
+        metavar="TEXT",
+        help="The array inside a --model matrix file (default: the only one; weight_hh_l0 for .pt).",
+    ),
 ]
-HiddenOpt = Annotated[int, typer.Option("--hidden", "-H", min=1, help="Hidden size H of a fresh network.")]
-InitOpt = Annotated[Init, typer.Option("--init", help="Initialiser of W_h of a fresh network.")]
+HiddenOpt = Annotated[int, typer.Option("--hidden", "-H", min=1, metavar="N", help="Hidden size H of a fresh network.")]
+InitOpt = Annotated[Init, choice("--init", Init, "Initialiser of W_h of a fresh network")]
 SpectralRadiusOpt = Annotated[
-    float | None, typer.Option("--spectral-radius", help="Rescale W_h to exactly this spectral radius (>= 0).")
+    float | None,
+    typer.Option("--spectral-radius", metavar="X", help="Rescale W_h to exactly this spectral radius (>= 0)."),
 ]
-ActivationOpt = Annotated[Activation, typer.Option("--activation", help="Hidden activation f.")]
+ActivationOpt = Annotated[Activation, choice("--activation", Activation, "Hidden activation f")]
 AnalysedActivationOpt = Annotated[
     Activation | None,
-    typer.Option("--activation", help="Hidden activation f. [default: the checkpoint's, else tanh]"),
+    choice("--activation", Activation, "Hidden activation f", "[default: the checkpoint's, else tanh]"),
 ]
-DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Floating-point type of the computation.")]
-InputOpt = Annotated[int, typer.Option("--input", "-D", min=1, help="Input size D of a fresh network.")]
-OutputOpt = Annotated[int, typer.Option("--output", "-V", min=1, help="Output size V (classes for xent).")]
-LossOpt = Annotated[Loss, typer.Option("--loss", help="Per-step loss.")]
-AnalysedLossOpt = Annotated[Loss | None, typer.Option("--loss", help="Per-step loss. [default: the task's, else xent]")]
+DtypeOpt = Annotated[Dtype, choice("--dtype", Dtype, "Floating-point type of the computation")]
+InputOpt = Annotated[int, typer.Option("--input", "-D", min=1, metavar="N", help="Input size D of a fresh network.")]
+OutputOpt = Annotated[int, typer.Option("--output", "-V", min=1, metavar="N", help="Output size V (classes for xent).")]
+LossOpt = Annotated[Loss, choice("--loss", Loss, "Per-step loss")]
+AnalysedLossOpt = Annotated[Loss | None, choice("--loss", Loss, "Per-step loss", "[default: the task's, else xent]")]
 
 # ---------------------------------------------------------------- the data
 
-SeqLenOpt = Annotated[int, typer.Option("--seq-len", "-T", min=1, help="Sequence length T.")]
+SeqLenOpt = Annotated[int, typer.Option("--seq-len", "-T", min=1, metavar="N", help="Sequence length T.")]
 DataSeqLenOpt = Annotated[
     int | None,
-    typer.Option("--seq-len", "-T", min=1, help="Sequence length T. [default: the task's or the file's, else 200]"),
+    typer.Option(
+        "--seq-len", "-T", min=1, metavar="N", help="Sequence length T. [default: the task's or the file's, else 200]"
+    ),
 ]
-BatchOpt = Annotated[int, typer.Option("--batch", "-B", min=1, help="Batch size B.")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-B", min=1, metavar="N", help="Batch size B.")]
 DataBatchOpt = Annotated[
-    int | None, typer.Option("--batch", "-B", min=1, help="Batch size B. [default: the file's, else 32]")
+    int | None, typer.Option("--batch", "-B", min=1, metavar="N", help="Batch size B. [default: the file's, else 32]")
 ]
 DataTaskOpt = Annotated[
     DataTask | None,
-    typer.Option(
-        "--task", help="Inputs: random, or a held-out batch of a task. [default: the checkpoint's, else random]"
+    choice(
+        "--task",
+        DataTask,
+        "The inputs: random N(0, s^2), or a held-out batch of a task",
+        "[default: the checkpoint's, else random]",
     ),
 ]
-TextOpt = Annotated[Path | None, typer.Option("--text", help="The UTF-8 text file of --task text.", show_default=False)]
+TextOpt = Annotated[
+    Path | None, typer.Option("--text", metavar="PATH", help="The UTF-8 text file of --task text.", show_default=False)
+]
 InputScaleOpt = Annotated[
-    float, typer.Option("--input-scale", help="Std s of random N(0, s^2) inputs (>= 0; large values saturate tanh).")
+    float,
+    typer.Option(
+        "--input-scale", metavar="X", help="Std s of random N(0, s^2) inputs (>= 0; large values saturate tanh)."
+    ),
 ]
 InputsOpt = Annotated[
     Path | None,
-    typer.Option("--inputs", help="Inputs from a .npy file, (T, B, D) or (T, D).", show_default=False),
+    typer.Option("--inputs", metavar="PATH", help="Inputs from a .npy file, (T, B, D) or (T, D).", show_default=False),
 ]
-DelayOpt = Annotated[int, typer.Option("--delay", min=1, help="recall: the target at t is the input at t - delay.")]
+DelayOpt = Annotated[
+    int, typer.Option("--delay", min=1, metavar="N", help="recall: the target at t is the input at t - delay.")
+]
 DataDelayOpt = Annotated[
-    int | None, typer.Option("--delay", min=1, help="recall: the target at t is the input at t - delay. [default: 10]")
+    int | None,
+    typer.Option(
+        "--delay", min=1, metavar="N", help="recall: the target at t is the input at t - delay. [default: 10]"
+    ),
 ]
-AlphabetOpt = Annotated[int, typer.Option("--alphabet", min=2, help="recall: the number of symbols (chance 1/K).")]
+AlphabetOpt = Annotated[
+    int, typer.Option("--alphabet", min=2, metavar="N", help="recall: the number of symbols (chance 1/K).")
+]
 DataAlphabetOpt = Annotated[
-    int | None, typer.Option("--alphabet", min=2, help="recall: the number of symbols (chance 1/K). [default: 8]")
+    int | None,
+    typer.Option("--alphabet", min=2, metavar="N", help="recall: the number of symbols (chance 1/K). [default: 8]"),
 ]
 
 # ---------------------------------------------------------------- judging
 
 VerdictTolOpt = Annotated[
-    float, typer.Option("--verdict-tol", help="A per-step gain within 1 +- tol is stable (0 <= tol < 1).")
+    float, typer.Option("--verdict-tol", metavar="X", help="A per-step gain within 1 +- tol is stable (0 <= tol < 1).")
 ]
 EpsOpt = Annotated[
     float,
     typer.Option(
         "--eps",
+        metavar="X",
         help="Horizon: the fraction of the signal at T still counted, in (0, 1); also the "
         "net change below which a non-exponential signal is vanishing.",
     ),
 ]
 LyapunovOpt = Annotated[
-    int, typer.Option("--lyapunov", min=0, help="Top K Lyapunov exponents along the trajectory (0: none).")
+    int, typer.Option("--lyapunov", min=0, metavar="N", help="Top K Lyapunov exponents along the trajectory (0: none).")
 ]
 WarmupOpt = Annotated[
     int | None,
-    typer.Option("--warmup", min=0, help="Leading steps that only align the QR frame. [default: min(50, T/4)]"),
+    typer.Option(
+        "--warmup", min=0, metavar="N", help="Leading steps that only align the QR frame. [default: min(50, T/4)]"
+    ),
 ]
 
 # ---------------------------------------------------------------- training
 
-StepsOpt = Annotated[int, typer.Option("--steps", min=0, help="Training steps (0: no training).")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate (> 0).")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=0, metavar="N", help="Training steps (0: no training).")]
+LrOpt = Annotated[float, typer.Option("--lr", metavar="X", help="Learning rate (> 0).")]
 ClipOpt = Annotated[
     float | None,
-    typer.Option("--clip", help="Gradient-norm clipping g <- g min(1, THETA/||g||), THETA > 0. [default: off]"),
+    typer.Option(
+        "--clip", metavar="X", help="Gradient-norm clipping g <- g min(1, THETA/||g||), THETA > 0. [default: off]"
+    ),
 ]
-OptimizerOpt = Annotated[Optimizer, typer.Option("--optimizer", help="Update rule.")]
-LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="Watch and log every this many steps.")]
-TruncationOpt = Annotated[str, typer.Option("--truncation", help=f"Backward pass while training: {SPEC_FORMS}.")]
+OptimizerOpt = Annotated[Optimizer, choice("--optimizer", Optimizer, "Update rule")]
+LogEveryOpt = Annotated[
+    int, typer.Option("--log-every", min=1, metavar="N", help="Watch and log every this many steps.")
+]
+TruncationOpt = Annotated[
+    str, typer.Option("--truncation", metavar="TEXT", help=f"Backward pass while training: {SPEC_FORMS}.")
+]
 
 
 def parse_fail_on(text: str | None) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ from bptt_cli.cli.options import (
     SpectralRadiusOpt,
     StepsOpt,
     VerdictTolOpt,
+    choice,
     config_from,
     parse_fail_on,
 )
@@ -47,20 +48,24 @@ D = analysis.CompareConfig
 @handle_errors("compare-truncation")
 def command(
     strategies: Annotated[
-        str, typer.Option("--strategies", "-s", help=f"Comma-separated truncation specs: {SPEC_FORMS}.")
+        str, typer.Option("--strategies", "-s", metavar="TEXT", help=f"Comma-separated truncation specs: {SPEC_FORMS}.")
     ] = ",".join(D.strategies),
     task: Annotated[
         CompareTask,
-        typer.Option(
+        choice(
             "--task",
-            help="recall/adding/sine (an RNN task) or influence (Tallec & Ollivier's linear system; "
-            "the network options do not apply to it).",
+            CompareTask,
+            "An RNN task, or influence (Tallec & Ollivier's linear system; the network options do not apply)",
         ),
     ] = CompareTask(D.task),
     seq_len: Annotated[
         int | None,
         typer.Option(
-            "--seq-len", "-T", min=1, help="Sequence length T. [default: recall 30, influence 200, others 50]"
+            "--seq-len",
+            "-T",
+            min=1,
+            metavar="N",
+            help="Sequence length T. [default: recall 30, influence 200, others 50]",
         ),
     ] = None,
     delay: DelayOpt = D.delay,
@@ -73,18 +78,23 @@ def command(
     activation: ActivationOpt = Activation(D.activation),
     dtype: DtypeOpt = Dtype(D.dtype),
     samples: Annotated[
-        int, typer.Option("--samples", "-n", help="Draws per random strategy (at least 2; 1 will do without one).")
+        int,
+        typer.Option(
+            "--samples", "-n", metavar="N", help="Draws per random strategy (at least 2; 1 will do without one)."
+        ),
     ] = D.samples,
     steps: StepsOpt = D.steps,
     optimizer: OptimizerOpt = Optimizer(D.optimizer),
     lr: Annotated[
-        float | None, typer.Option("--lr", help="Learning rate (> 0). [default: 0.003, influence 0.01]")
+        float | None, typer.Option("--lr", metavar="X", help="Learning rate (> 0). [default: 0.003, influence 0.01]")
     ] = None,
     clip: ClipOpt = None,
     target: Annotated[
         float | None,
         typer.Option(
-            "--target", help="Steps to reach it. [default: recall accuracy 0.9, adding/sine mse 0.05, influence 0.01]"
+            "--target",
+            metavar="X",
+            help="Steps to reach it. [default: recall accuracy 0.9, adding/sine mse 0.05, influence 0.01]",
         ),
     ] = None,
     log_every: LogEveryOpt = D.log_every,

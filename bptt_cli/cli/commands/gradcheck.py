@@ -41,9 +41,11 @@ def command(
     dtype: DtypeOpt = Dtype(D.dtype),
     mask: Annotated[bool, typer.Option("--mask/--no-mask", help="Score a random half of the steps only.")] = D.mask,
     coords: Annotated[
-        int, typer.Option("--coords", min=1, help="Coordinates per parameter for finite differences.")
+        int, typer.Option("--coords", min=1, metavar="N", help="Coordinates per parameter for finite differences.")
     ] = D.coords,
-    fd_step: Annotated[float, typer.Option("--fd-step", help="Central finite-difference step (> 0).")] = D.fd_step,
+    fd_step: Annotated[
+        float, typer.Option("--fd-step", metavar="X", help="Central finite-difference step (> 0).")
+    ] = D.fd_step,
     seed: SeedOpt = D.seed,
     json: JsonOpt = False,
     quiet: QuietOpt = False,

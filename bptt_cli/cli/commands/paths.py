@@ -42,17 +42,20 @@ def command(
     input: InputOpt = D.input,
     batch: BatchOpt = D.batch,
     spectral_radius: Annotated[
-        float, typer.Option("--spectral-radius", help="Spectral radius of W_h (>= 0).")
+        float, typer.Option("--spectral-radius", metavar="X", help="Spectral radius of W_h (>= 0).")
     ] = D.spectral_radius,
     lengths: Annotated[
         str | None,
         typer.Option(
             "--lengths",
+            metavar="TEXT",
             help="Also time both methods at these T (e.g. 25,50,100,200,400) and fit each one's scaling "
             "exponent (the log-log plot goes to --out).",
         ),
     ] = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timing repeats per length (median).")] = D.repeats,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, metavar="N", help="Timing repeats per length (median).")
+    ] = D.repeats,
     seed: SeedOpt = D.seed,
     out: OutOpt = None,
     plots: PlotsOpt = None,

@@ -34,6 +34,7 @@ from bptt_cli.cli.options import (
     TextOpt,
     VerdictTolOpt,
     WarmupOpt,
+    choice,
     config_from,
     parse_fail_on,
 )
@@ -53,16 +54,16 @@ def command(
     activation: AnalysedActivationOpt = None,
     input: InputOpt = D.input,
     method: Annotated[
-        Method, typer.Option("--method", help="krylov-schur (restarted Arnoldi), subspace (2-D block) or power.")
+        Method, choice("--method", Method, "Restarted Arnoldi (krylov-schur), 2-D block or plain power iteration")
     ] = Method(D.method),
     max_iter: Annotated[
-        int, typer.Option("--max-iter", min=1, help="Iteration budget (matvecs for krylov-schur).")
+        int, typer.Option("--max-iter", min=1, metavar="N", help="Iteration budget (matvecs for krylov-schur).")
     ] = D.max_iter,
     tol: Annotated[
-        float, typer.Option("--tol", help="Relative residual ||Wu - lambda u|| / |lambda| to reach (> 0).")
+        float, typer.Option("--tol", metavar="X", help="Relative residual ||Wu - lambda u|| / |lambda| to reach (> 0).")
     ] = D.tol,
     reference: Annotated[
-        Reference, typer.Option("--reference", help="Cross-check: numpy.linalg.eigvals, ARPACK's eigs, or none.")
+        Reference, choice("--reference", Reference, "Cross-check with numpy.linalg.eigvals, ARPACK's eigs, or none")
     ] = Reference(D.reference),
     lyapunov: LyapunovOpt = D.lyapunov,
     warmup: WarmupOpt = None,

@@ -2,8 +2,6 @@
 
 from typing import Annotated
 
-import typer
-
 from bptt_cli.analyses import trace as analysis
 from bptt_cli.analyses.common import config_dict
 from bptt_cli.cli.options import (
@@ -37,6 +35,7 @@ from bptt_cli.cli.options import (
     TextOpt,
     VerdictTolOpt,
     WarmupOpt,
+    choice,
     config_from,
     parse_fail_on,
 )
@@ -67,12 +66,12 @@ def command(
     alphabet: DataAlphabetOpt = None,
     signal: Annotated[
         SignalChoice,
-        typer.Option("--signal", help="The signal the verdict judges: the last loss alone, or all losses."),
+        choice("--signal", SignalChoice, "The signal the verdict judges: the last loss alone, or all losses"),
     ] = SignalChoice(D.signal),
     eps: EpsOpt = D.eps,
     verdict_tol: VerdictTolOpt = D.verdict_tol,
     jacobian: Annotated[
-        Jacobian, typer.Option("--jacobian", help="||J_t||: exact spectral norms, their cheap bound, or auto.")
+        Jacobian, choice("--jacobian", Jacobian, "||J_t||: auto (exact while cheap), its cheap bound, or exact")
     ] = Jacobian(D.jacobian),
     lyapunov: LyapunovOpt = D.lyapunov,
     warmup: WarmupOpt = None,

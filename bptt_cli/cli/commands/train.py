@@ -36,6 +36,7 @@ from bptt_cli.cli.options import (
     TrainTask,
     TruncationOpt,
     VerdictTolOpt,
+    choice,
     config_from,
     parse_fail_on,
     plain,
@@ -97,15 +98,17 @@ def given_options(ctx: typer.Context) -> dict[str, Any]:
 @handle_errors("train")
 def command(
     ctx: typer.Context,
-    task: Annotated[TrainTask, typer.Option("--task", help="What to learn.")] = TrainTask(D.task),
+    task: Annotated[TrainTask, choice("--task", TrainTask, "What to learn")] = TrainTask(D.task),
     text: TextOpt = None,
     sampling: Annotated[
-        Sampling, typer.Option("--sampling", help="text: sequential partitioning (state carried) or random windows.")
+        Sampling, choice("--sampling", Sampling, "text: partitioning (the state carried) or random windows")
     ] = Sampling(D.sampling),
     sample_len: Annotated[
-        int, typer.Option("--sample-len", min=0, help="text: characters to generate at the end.")
+        int, typer.Option("--sample-len", min=0, metavar="N", help="text: characters to generate at the end.")
     ] = D.sample_len,
-    prime: Annotated[str, typer.Option("--prime", help="text: the start of the generated sample.")] = D.prime,
+    prime: Annotated[
+        str, typer.Option("--prime", metavar="TEXT", help="text: the start of the generated sample.")
+    ] = D.prime,
     delay: DelayOpt = D.delay,
     alphabet: AlphabetOpt = D.alphabet,
     truncation: TruncationOpt = D.truncation,
@@ -113,21 +116,27 @@ def command(
     lr: LrOpt = D.lr,
     clip: ClipOpt = None,
     clip_value: Annotated[
-        float | None, typer.Option("--clip-value", help="Element-wise clipping into [-v, v], v > 0. [default: off]")
+        float | None,
+        typer.Option("--clip-value", metavar="X", help="Element-wise clipping into [-v, v], v > 0. [default: off]"),
     ] = None,
     init: InitOpt = Init(D.init),
     spectral_radius: SpectralRadiusOpt = None,
     activation: ActivationOpt = Activation(D.activation),
     hidden: HiddenOpt = D.hidden,
     seq_len: Annotated[
-        int | None, typer.Option("--seq-len", "-T", min=1, help="Sequence length T. [default: recall 30, others 50]")
+        int | None,
+        typer.Option("--seq-len", "-T", min=1, metavar="N", help="Sequence length T. [default: recall 30, others 50]"),
     ] = None,
-    batch: Annotated[int, typer.Option("--batch", "-B", min=1, help="Batch size B.")] = D.batch,
+    batch: Annotated[int, typer.Option("--batch", "-B", min=1, metavar="N", help="Batch size B.")] = D.batch,
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help=f"Training steps in total. [default: {analysis.DEFAULT_STEPS}]")
+        int | None,
+        typer.Option(
+            "--steps", min=1, metavar="N", help=f"Training steps in total. [default: {analysis.DEFAULT_STEPS}]"
+        ),
     ] = None,
     epochs: Annotated[
-        float | None, typer.Option("--epochs", help="text: passes over the training text, instead of --steps.")
+        float | None,
+        typer.Option("--epochs", metavar="X", help="text: passes over the training text, instead of --steps."),
     ] = None,
     dtype: DtypeOpt = Dtype(D.dtype),
     log_every: LogEveryOpt = D.log_every,
@@ -135,9 +144,12 @@ def command(
     eps: EpsOpt = D.eps,
     fail_on: FailOnOpt = None,
     seed: SeedOpt = D.seed,
-    out: Annotated[Path | None, typer.Option("--out", help="The run folder. [default: runs/train-TIME]")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="PATH", help="The run folder. [default: runs/train-TIME]")
+    ] = None,
     resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue the run in this folder (or its model.npz).")
+        Path | None,
+        typer.Option("--resume", metavar="PATH", help="Continue the run in this folder (or its model.npz)."),
     ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the figures into the run folder.")] = D.plots,
     json: JsonOpt = False,

@@ -141,3 +141,61 @@ def verdict_line(verdict: dict | Any) -> Text:
     t.append(v["label"], style=f"bold {COLOURS.get(v['label'], 'white')}")
     t.append(f" (basis: {v['basis']}) - {v['message']}")
     return t
+
+
+# what the verdicts' evidence keys mean, for the evidence tables (the JSON keeps the keys)
+EVIDENCE_LABELS = {
+    "gain": "per-step gain (fitted)",
+    "r2": "r^2 of the fit",
+    "points": "points fitted",
+    "ln_net_change": "ln of the net change",
+    "steps": "steps spanned",
+    "tol": "verdict tolerance",
+    "eps": "eps",
+    "rho": "rho(W_h)",
+    "sigma_max": "sigma_max(W_h)",
+    "lyapunov_gain": "Lyapunov gain per step",
+    "start_fraction": "signal reaching step 1",
+    "suggested_window": "suggested truncation window",
+    "steps_done": "steps done",
+    "spikes": "gradient spikes",
+    "first_spikes": "first spikes at steps",
+    "vanishing_stretches": "vanishing stretches (steps)",
+    "clip_count": "clipped steps",
+    "clip_share": "share of steps clipped",
+    "diverged_at": "diverged at step",
+    "linear": "linear network",
+    "gain_bound": "per-step gain at most",
+    "unbiased": "unbiased estimators",
+    "biased": "biased estimators",
+    "reached_target": "reached the target",
+    "diverged": "diverged (strategy: step)",
+    "wrong_sign": "wrong gradient sign",
+    "accuracy": "held-out accuracy",
+    "mse": "held-out mse",
+    "perplexity": "held-out perplexity",
+}
+_SKIP = {"fit", "sigma_statement", "rho_statement"}  # repeated elsewhere in the evidence or the message
+
+
+def _evidence_value(value: Any) -> str:
+    if isinstance(value, dict) and {"label", "message"} <= set(value):
+        return f"{value['label']}: {value['message']}"  # a nested verdict
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_evidence_value(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_evidence_value(v) for v in value) or "none"
+    return cell_text(value)
+
+
+def evidence_rows(evidence: dict[str, Any]) -> list[list[str]]:
+    """The evidence of a verdict as (label, value) rows: human labels, nested bounds flattened."""
+    rows = []
+    for key, value in evidence.items():
+        if key in _SKIP:
+            continue
+        if key == "bounds" and isinstance(value, dict):
+            rows += [[EVIDENCE_LABELS.get(k, k), cell_text(v)] for k, v in value.items() if k.endswith("statement")]
+            continue
+        rows.append([EVIDENCE_LABELS.get(key, key.replace("_", " ")), _evidence_value(value)])
+    return rows

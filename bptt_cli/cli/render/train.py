@@ -11,7 +11,7 @@ from rich.text import Text
 
 from bptt_cli.analyses.train import TrainResult
 from bptt_cli.cli.output import Output
-from bptt_cli.cli.render.common import cell_text, fmt, table, title, verdict_line
+from bptt_cli.cli.render.common import evidence_rows, fmt, table, title, verdict_line
 
 # what the task's no-skill number is (analyses.tasks.Task.chance), in words
 BASELINES = {"recall": "chance", "adding": "always predicting 1", "text": "unigram perplexity of the file"}
@@ -83,7 +83,7 @@ def render(o: Output, result: TrainResult) -> None:
     o.show(verdict_line(v))
     if v.evidence:
         o.show(title("evidence"))
-        o.show(table(["quantity", "value"], [[k, _cell(x)] for k, x in v.evidence.items()]))
+        o.show(table(["quantity", "value"], evidence_rows(v.evidence)))
     if result.sample is not None:
         o.show("sample:", Text(result.sample))
     files = r["files"]
@@ -92,9 +92,3 @@ def render(o: Output, result: TrainResult) -> None:
         o.line(f"plot: {p}")
     if r["interrupted"] or (r["diverged_at"] is None and r["steps_done"] < r["steps_requested"]):
         o.line(f"stopped at step {r['steps_done']}; continue with: bptt train --resume {shlex.quote(files['folder'])}")
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return str(value)
-    return cell_text(value)
