@@ -39,9 +39,12 @@ def problem(rng, *, T=11, B=3, D=2, H=4, V=3, loss="xent", dtype="float64"):
     return p, x, targets, rng.normal(size=(B, H))
 
 
-@pytest.fixture
-def fixed_chunk(monkeypatch):
-    """Make `gradients` and `forward_states` use chunks of exactly K steps."""
+@pytest.fixture(params=["upfront", "per-chunk"])
+def fixed_chunk(monkeypatch, request):
+    """Make `gradients` and `forward_states` use chunks of exactly K steps, with the outputs and
+    loss computed for the whole sequence before the backward pass, or each chunk's own."""
+    if request.param == "per-chunk":
+        monkeypatch.setattr(fastmod, "UPFRONT_LOSS_BYTES", 0)
 
     def set_chunk(K):
         monkeypatch.setattr(fastmod, "chunk_steps", lambda *a, **k: K)

@@ -27,6 +27,10 @@ from bptt_cli.core.rnn import Params
 # Steps per chunk: the chunk's (K, B, H) slice of the state buffer is about this many bytes, so it
 # is still in cache when the bulk products that follow the recurrence read it.
 CHUNK_BYTES = 1 << 20
+# The outputs y_t of the whole sequence, (V, T B), are computed in one product before the backward
+# pass while they take at most this much memory (few classes, short sequences): a few large
+# products instead of several small ones per chunk. Beyond it, each chunk computes its own.
+UPFRONT_LOSS_BYTES = 1 << 20
 
 
 def chunk_steps(
@@ -138,6 +142,36 @@ def _chunk_local_loss(
     return L
 
 
+def _loss_upfront(
+    params: Params,
+    hs: np.ndarray,
+    loss: Loss,
+    targets: np.ndarray | None,
+    mask: np.ndarray | None,
+    dW_y: np.ndarray,
+    dc: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """Every step's outputs, loss and dL/dy at once, before the backward pass overwrites h_t:
+    returns L and dL/dy as (T B, V) rows (dW_y and dc are added in place)."""
+    T1, B, H = hs.shape
+    N = (T1 - 1) * B
+    h2 = hs[1:].reshape(N, H)  # (T B, H)
+    if loss is XENT:
+        dy = np.matmul(params.W_y, h2.T)  # (V, T B): one column per (t, b), as xent_columns wants
+        dy += params.c[:, None]
+        L = xent_columns(dy, targets.reshape(N), B, None if mask is None else mask.reshape(N))
+        dy2 = dy.T  # (T B, V) view
+    else:
+        y = np.matmul(h2, params.W_y.T)  # (T B, V)
+        y += params.c
+        L, dy3 = loss_and_grad(loss, y.reshape(T1 - 1, B, -1), targets, mask, overwrite=True)
+        dy2 = dy3.reshape(N, -1)
+    # back through y_t = W_y h_t + c, for every step in one product
+    dW_y += dy2.T @ h2
+    dc += dy2.sum(axis=0)
+    return L, dy2
+
+
 def backward_efficient(
     params: Params,
     x: np.ndarray,
@@ -164,7 +198,7 @@ def backward_efficient(
     dl = np.empty((K, B, H), dtype=dt)  # (K, B, H) dl_t/dh_t of one chunk
     g = np.empty((K, B, H), dtype=dt)  # (K, B, H) f'(a_t), then g_t = f'(a_t) * delta_t
     h_prev = np.empty((K, B, H), dtype=dt)  # (K, B, H) h_{t-1}, kept for phase 2
-    ybuf = np.empty(K * B * params.output_size, dtype=dt)  # one chunk's outputs, then dL/dy
+    ybuf = np.empty(K * B * params.output_size, dtype=dt)  # one chunk's outputs, then dL/dy (or unused)
     carry = np.zeros((B, H), dtype=dt)  # (B, H) xi_{t+1} g_{t+1} W_h, sent back to step t
     dW_x = np.zeros((H, D), dtype=dt)
     dW_h = np.zeros((H, H), dtype=dt)
@@ -178,14 +212,19 @@ def backward_efficient(
         xi = propagate[:, :, None]  # (T, B, 1) truncation weights xi_t in {0, 1, 1/P}
         live = propagate.any(axis=1).tolist()  # steps that send anything back
         jvps = sum(live[1:]) + 1
-    L = 0.0
+    L, dy = 0.0, None
+    if loss.uses_output and T * B * params.output_size * hs.itemsize <= UPFRONT_LOSS_BYTES:
+        L, dy = _loss_upfront(params, hs, loss, targets, mask, dW_y, dc)  # dy (T B, V)
     for hi in range(T, 0, -chunk):
         lo = max(0, hi - chunk)
         k = hi - lo
         h_c = hs[lo + 1 : hi + 1]  # (k, B, H) h_t of this chunk; becomes its delta_t
-        m_c = None if mask is None else mask[lo:hi]
-        t_c = None if targets is None else targets[lo:hi]
-        L += _chunk_local_loss(params, h_c, loss, t_c, m_c, dl[:k], ybuf, wbuf, dW_y, dc)
+        if dy is None:
+            m_c = None if mask is None else mask[lo:hi]
+            t_c = None if targets is None else targets[lo:hi]
+            L += _chunk_local_loss(params, h_c, loss, t_c, m_c, dl[:k], ybuf, wbuf, dW_y, dc)
+        else:  # back through y_t = W_y h_t + c: dl_t/dh_t = dL/dy_t W_y
+            np.matmul(dy[lo * B : hi * B], params.W_y, out=dl[:k].reshape(k * B, H))
         act.fprime(h_c, g[:k])  # f'(a_t) from h_t
         np.copyto(h_prev[:k], hs[lo:hi])  # h_{t-1}: slots lo+1..hi-1 are overwritten below
         # phase 1: the only sequential part
