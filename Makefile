@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_STAMP := $(VENV)/.torch
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 
 bench: $(TORCH_STAMP)
 	$(BIN)/python benchmarks/bench_bptt.py
+
+# the example outputs in README.md and docs/, regenerated from the commands (tools/examples.py)
+docs: $(STAMP)
+	$(BIN)/python tools/examples.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -8,7 +8,11 @@ alternating), and the ratio of each pair is taken (this machine is shared and no
 1. gradients(): forward + backward of the softmax cross-entropy, float32, at the three sizes of
    bench_bptt.py (`make bench`), new / old time (target: within 5%, <= 1.05), and the new code
    against torch.nn.RNN + Linear (the ratio `make bench` reports).
-2. training on text (d2l's setting): H = 256, T = 35, B = 32, plain SGD, lr 1, clip 1, float64,
+2. trace: the gradient signal back through time at B = 1, T = 100,000, H = 64 (bench_trace.py's
+   size), new / old time.
+3. watching while training (bench_train.py's size, B = 32, T = 100, H = 128, recall, Adam): the
+   cost of watching every step (rho, the start fraction, log ||dL/dh_t||), new / old time.
+4. training on text (d2l's setting): H = 256, T = 35, B = 32, plain SGD, lr 1, clip 1, float64,
    sequential partitioning with the state carried between batches: steps per second of the old
    `fit` (which ran a second forward pass per step for h_T), the new one, and torch.nn.RNN +
    Linear with the same loop (target: new >= torch).
@@ -65,6 +69,7 @@ def load_old(rev: str, into: Path):  # noqa: ANN201 - the old package, a module
     import bptt_old.model
     import bptt_old.optim
     import bptt_old.tasks
+    import bptt_old.trace
     import bptt_old.train
 
     return bptt_old
@@ -141,6 +146,76 @@ def gradient_section(old, repeats: int) -> list[dict]:  # noqa: ANN001
             }
         )
     return rows
+
+
+def trace_section(old, repeats: int) -> dict:  # noqa: ANN001
+    B, T, H, D, V = 1, 100_000, 64, 8, 8
+    rng = np.random.default_rng(0)
+    p = bptt_cli.init_params(rng, input_size=D, hidden_size=H, output_size=V)
+    x = rng.normal(size=(T, B, D))
+    tg = rng.integers(0, V, size=(T, B))
+    q = old.model.Params(**p.as_dict())
+    new_r = bptt_cli.trace(p, x, tg, jacobian="bound")
+    old_r = old.trace.trace(q, x, tg, jacobian="bound")
+    assert np.allclose(new_r.last.log_mean, old_r.last.log_mean, rtol=1e-12, atol=0), "the same signal"
+    t = paired(
+        {
+            "old": lambda: old.trace.trace(q, x, tg, jacobian="bound"),
+            "new": lambda: bptt_cli.trace(p, x, tg, jacobian="bound"),
+        },
+        repeats,
+    )
+    return {
+        "size": {"B": B, "T": T, "H": H},
+        "old_s": statistics.median(t["old"]),
+        "new_s": statistics.median(t["new"]),
+        "new_over_old": median_ratio(t["new"], t["old"]),
+    }
+
+
+def watch_section(old, repeats: int, steps: int) -> dict:  # noqa: ANN001
+    """ms per step of fit with watching at every step (log_every 1, no held-out metric), old and new."""
+    B, T, H = 32, 100, 128
+    task = new_tasks.make_task("recall", seq_len=T, delay=10, alphabet=8)
+    old_task = old.tasks.make_task("recall", seq_len=T, delay=10, symbols=8)
+    p = bptt_cli.init_params(np.random.default_rng(0), input_size=8, hidden_size=H, output_size=8)
+    q = old.model.Params(**p.as_dict())
+
+    def rate(fit, t, opt, params, watch):  # noqa: ANN001, ANN202
+        stamps = {}
+        fit(
+            params,
+            t,
+            steps=steps,
+            rng=np.random.default_rng(0),
+            optimizer=opt,
+            batch_size=B,
+            log_every=1,
+            eval_every=10**9,
+            watch=watch,
+            callback=lambda row: stamps.__setitem__(row["step"], time.perf_counter()) if "event" not in row else None,
+        )
+        return (stamps[steps - 1] - stamps[2]) / (steps - 3)
+
+    runs = {
+        "old": lambda: rate(old.train.fit, old_task, old.optim.Optimizer("adam", lr=1e-3), q, False),
+        "old watching": lambda: rate(old.train.fit, old_task, old.optim.Optimizer("adam", lr=1e-3), q, True),
+        "new": lambda: rate(new_loop.fit, task, new_optim.Optimizer("adam", lr=1e-3), p, False),
+        "new watching": lambda: rate(new_loop.fit, task, new_optim.Optimizer("adam", lr=1e-3), p, True),
+    }
+    for fn in runs.values():
+        fn()
+    sec: dict[str, list[float]] = {k: [] for k in runs}
+    names = list(runs)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            sec[name].append(runs[name]())
+    return {
+        "size": {"B": B, "T": T, "H": H, "steps_per_call": steps},
+        "ms_per_step": {k: 1e3 * statistics.median(v) for k, v in sec.items()},
+        "overhead_old": median_ratio(sec["old watching"], sec["old"]) - 1,
+        "overhead_new": median_ratio(sec["new watching"], sec["new"]) - 1,
+    }
 
 
 def text_file(folder: Path, n_chars: int = 200_000) -> Path:
@@ -265,6 +340,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         old = load_old(BASELINE, Path(tmp))
         grads = gradient_section(old, args.repeats)
+        tr = trace_section(old, max(3, args.repeats // 2))
+        watch = watch_section(old, max(3, args.repeats // 2), args.steps)
         text = text_section(old, Path(tmp), max(3, args.repeats // 2), args.steps)
     print(f"gradients(), float32, one thread, median of {args.repeats} interleaved rounds")
     print(
@@ -277,6 +354,15 @@ def main() -> None:
             f"{s['B']:>3} {s['T']:>5} {s['H']:>4} | {r['old_ms']:8.2f} {r['new_ms']:8.2f} {r['new_over_old']:8.3f} | "
             f"{r['torch_ms']:9.2f} {r['new_over_torch']:9.3f} {r['old_over_torch']:9.3f}"
         )
+    print(
+        f"trace (B 1, T 100000, H 64): old {tr['old_s']:.3f} s, new {tr['new_s']:.3f} s, new/old {tr['new_over_old']:.3f}"
+    )
+    ms = watch["ms_per_step"]
+    print(
+        f"watching every step (B 32, T 100, H 128): old {ms['old']:.2f} -> {ms['old watching']:.2f} ms "
+        f"({100 * watch['overhead_old']:.0f}%), new {ms['new']:.2f} -> {ms['new watching']:.2f} ms "
+        f"({100 * watch['overhead_new']:.0f}%)"
+    )
     sp = text["steps_per_second"]
     print(
         f"text training (H 256, T 35, B 32, SGD, float64): steps/s old {sp['old']:.1f}, new {sp['new']:.1f}, "
@@ -295,6 +381,8 @@ def main() -> None:
             "loadavg_1min": os.getloadavg()[0],
         },
         "gradients": grads,
+        "trace": tr,
+        "watching": watch,
         "text_training": text,
         "goals": {"new_over_old_max": 1.05, "text_new_over_torch_min": 1.0},
     }

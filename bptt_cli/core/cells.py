@@ -17,6 +17,8 @@ J_t = diag(f'(a_t)) W_h.
 
 from __future__ import annotations
 
+import functools
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +57,7 @@ class VJPStepper(ABC):
 
     `prepare(lo, hi)` is called once per chunk before the steps t = hi..lo+1 of that chunk (a cell
     may lay out what those steps need); `step(t, v, out)` writes J_t^T v into out, with v and
-    out of shape (rows, B, S): every row block holds one vector per sequence of the batch.
+    out of shape (rows B, S): `rows` blocks of B rows, one vector per sequence of the batch each.
     """
 
     @abstractmethod
@@ -117,6 +119,10 @@ class Cell(ABC):
         """(hi - lo, B) upper bounds of ||J_t||_2 for t = lo+1..hi, or None when there is no cheap one."""
         return None
 
+    def growth_bound(self) -> float:
+        """An upper bound of ||J_t||_2 for every t and state (inf when there is no cheap one)."""
+        return math.inf
+
     def gain_stats(self, run: Run, lo: int, hi: int) -> dict[str, np.ndarray]:
         """Per-step batch means (hi - lo,) of what sets each step's gain (the vanilla RNN: mean f')."""
         return {}
@@ -169,6 +175,14 @@ class RNNCell(Cell):
     def recurrent_matrix(self) -> np.ndarray:
         return self._params.W_h
 
+    @functools.cached_property
+    def sigma_max(self) -> float:
+        """sigma_max(W_h), computed once per cell."""
+        return float(np.linalg.norm(self._params.W_h.astype(np.float64), ord=2))
+
+    def growth_bound(self) -> float:
+        return self.gamma * self.sigma_max  # ||diag(f') W_h||_2 <= max |f'| sigma_max(W_h)
+
     def run(self, x: np.ndarray, s0: np.ndarray | None = None) -> Run:
         x, h0 = check_inputs(self._params, x, s0)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -204,9 +218,8 @@ class RNNCell(Cell):
         return self.fprime(run, t)[:, :, None] * self._params.W_h  # (B, H, H): rows of W_h scaled by f'
 
     def jacobian_bound(self, run: Run, lo: int, hi: int) -> np.ndarray:
-        sigma_max = float(np.linalg.norm(self._params.W_h.astype(np.float64), ord=2))
         fp = self.activation.derivative(run.states[lo + 1 : hi + 1])  # (k, B, H)
-        return fp.max(axis=2) * sigma_max  # ||diag(f') W_h||_2 <= max_i f'_i * sigma_max(W_h)
+        return fp.max(axis=2) * self.sigma_max  # ||diag(f') W_h||_2 <= max_i f'_i * sigma_max(W_h)
 
     def gain_stats(self, run: Run, lo: int, hi: int) -> dict[str, np.ndarray]:
         fp = self.activation.derivative(run.states[lo + 1 : hi + 1])  # (k, B, H)
@@ -218,22 +231,24 @@ class _RNNStepper(VJPStepper):
     step is one element-wise product and one (rows B, H) x (H, H) product."""
 
     def __init__(self, W_h: np.ndarray, hs: np.ndarray, act: Activation, rows: int) -> None:
+        _, B, H = hs.shape
         self.W_h, self.hs, self.act, self.rows, self.lo = np.ascontiguousarray(W_h), hs, act, rows, 0
-        self.G = np.empty((0, rows, *hs.shape[1:]), dtype=hs.dtype)  # (K, rows, B, H), sized by prepare
+        self.G = np.empty((0, rows, B, H), dtype=hs.dtype)  # (K, rows, B, H), sized by prepare
+        self.G2 = self.G.reshape(0, rows * B, H)  # the same memory as (K, rows B, H) row blocks
 
     def prepare(self, lo: int, hi: int) -> None:
         n = hi - lo
         if n > self.G.shape[0]:
             self.G = np.empty((n, *self.G.shape[1:]), dtype=self.G.dtype)
+            self.G2 = self.G.reshape(n, -1, self.G.shape[-1])
         self.lo = lo
         self.act.fprime(self.hs[lo + 1 : hi + 1], self.G[:n, 0])  # f'(a_t) for t = lo+1..hi
         self.G[:n, 1:] = self.G[:n, :1]
 
     def step(self, t: int, v: np.ndarray, out: np.ndarray) -> None:
-        g = self.G[t - self.lo - 1]  # (rows, B, H)
+        g = self.G2[t - self.lo - 1]  # (rows B, H)
         np.multiply(g, v, out=g)  # back through f: f'(a_t) * v_t
-        H = g.shape[-1]
-        np.matmul(g.reshape(-1, H), self.W_h, out=out.reshape(-1, H))  # back through W_h: one product, all rows
+        np.matmul(g, self.W_h, out=out)  # back through W_h: one product for all rows
 
 
 def as_cell(model: Params | Cell, activation: str | Activation | None = None) -> Cell:

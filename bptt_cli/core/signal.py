@@ -225,6 +225,7 @@ def propagate(stepper: VJPStepper, dl: np.ndarray, growth: float) -> np.ndarray:
     T, B, S = dl.shape
     K = min(_CHUNK, T)
     V = np.empty((K + 1, 2, B, S))  # (K+1, 2, B, S) v of both signals for one chunk's steps
+    V2 = V.reshape(K + 1, 2 * B, S)  # the same memory as the stepper's row blocks
     tmp = np.empty((B, S))
     n2 = np.empty(2 * B)  # squared row norms at a check
     s = np.zeros((2, B))  # log scale of the current segment
@@ -260,7 +261,7 @@ def propagate(stepper: VJPStepper, dl: np.ndarray, growth: float) -> np.ndarray:
             scale_at[lo:hi] = s
             for j in range(hi - 1, lo - 1, -1):
                 r = j - lo
-                stepper.step(j + 2, V[r + 1], V[r])  # back through step j + 2, both signals
+                stepper.step(j + 2, V2[r + 1], V2[r])  # back through step j + 2, both signals
                 if has_dl[j]:  # the total signal receives dl_j, at its scale exp(-s)
                     if unit_c:
                         np.add(V[r, 0], dl[j], out=V[r, 0])
@@ -270,8 +271,7 @@ def propagate(stepper: VJPStepper, dl: np.ndarray, growth: float) -> np.ndarray:
                 countdown -= 1
                 if countdown == 0:
                     countdown = every
-                    rows = V[r].reshape(2 * B, S)
-                    np.einsum("ij,ij->i", rows, rows, out=n2)
+                    np.einsum("ij,ij->i", V2[r], V2[r], out=n2)
                     if n2.max() > _HI2 or (n2.min() < _LO2 and np.min(n2, where=n2 > 0, initial=np.inf) < _LO2):
                         _rescale(V[r], s, c, loss_ahead[j])
                         unit_c = bool(np.all(c == 1.0))
@@ -400,9 +400,7 @@ def trace(
         L, dl = cell.local_loss(run, lo, targets, mask)  # dl (T, B, S)
     if not (math.isfinite(L) and np.all(np.isfinite(dl))):
         raise ValueError(f"the loss or its gradient is not finite (loss = {L}): the outputs overflowed")
-    bound = cell.jacobian_bound(run, 0, T)
-    growth = float(np.max(bound)) if bound is not None and bound.size else math.inf
-    log_norms = propagate(cell.vjp_stepper(run, rows=2), dl, growth)  # (T, 2, B)
+    log_norms = propagate(cell.vjp_stepper(run, rows=2), dl, cell.growth_bound())  # (T, 2, B)
     total, last = _batch_stats(log_norms[:, 0]), _batch_stats(log_norms[:, 1])
     back_last = last.log_mean[::-1]  # index k = steps back from T
     fit = fit_gain(back_last)
