@@ -355,7 +355,8 @@ def main() -> None:
             f"{r['torch_ms']:9.2f} {r['new_over_torch']:9.3f} {r['old_over_torch']:9.3f}"
         )
     print(
-        f"trace (B 1, T 100000, H 64): old {tr['old_s']:.3f} s, new {tr['new_s']:.3f} s, new/old {tr['new_over_old']:.3f}"
+        f"trace (B 1, T 100000, H 64): old {tr['old_s']:.3f} s, new {tr['new_s']:.3f} s, "
+        f"new/old {tr['new_over_old']:.3f}"
     )
     ms = watch["ms_per_step"]
     print(
