@@ -73,8 +73,9 @@ def test_json_run_writes_the_run_folder(tmp_path):
     assert config["seed"] == 3 and config["hidden"] == 8 and config["steps"] == 6
     assert config["command_line"].startswith("bptt train") and "--seed 3" in config["command_line"]
     rows = metric_rows(out)
-    assert [row["step"] for row in rows] == [2, 4, 6]
-    assert all(len(row["log_dh"]) == 12 for row in rows)
+    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]  # the loss and gradient norm of every step
+    assert [row["step"] for row in rows if row["log"]] == [1, 2, 4, 6]  # the watching: step 1 and log steps
+    assert all(len(row["log_dh"]) == 12 for row in rows if row["log"])
     assert set(r["plots"]) == {
         str(out / n) for n in ("train-curves.png", "train-grad-norm.png", "train-rho.png", "train-grad-heatmap.png")
     }
@@ -187,9 +188,11 @@ def test_divergence_is_reported_and_the_checkpoint_stays_finite(tmp_path):
     res = invoke(*TINY, *DIVERGE, "--steps", "50", "--out", str(out), "--json", "--fail-on", "diverged")
     assert res.exit_code == 3, res.output
     doc = strict_json(res.stdout)
-    step = doc["results"]["diverged_at"]
+    step = doc["results"]["nonfinite_at"]
     assert doc["verdict"]["label"] == "diverged" and isinstance(step, int)
     assert str(step) in doc["verdict"]["message"]
+    # the loss blew up before it became non-finite: the verdict names the first step
+    assert doc["results"]["diverged_at"] == doc["results"]["blow_up"]["step"] < step
     assert doc["results"]["steps_done"] == step - 1
     ckpt = load_checkpoint(out / "model.npz")  # loads: every parameter finite (check_params)
     assert ckpt.config["train_state"]["step"] == step - 1

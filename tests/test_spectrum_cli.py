@@ -66,7 +66,10 @@ def test_json_document_contract():
     assert ref["abs_difference"] < 1e-8
     # the reference in the document is numpy's own answer
     v = doc["verdict"]
-    assert v["label"] in {"exploding", "vanishing", "stable"} and v["basis"] == "lyapunov"
+    # a trajectory ran: its gradient signal decides, the Lyapunov gain and the matrix are evidence
+    assert v["label"] in {"exploding", "vanishing", "stable"} and v["basis"].startswith("trace_last_loss")
+    assert set(v["evidence"]["weaker_bases"]) == {"lyapunov", "matrix_bounds"}
+    assert "Decided by the traced signal of the last loss" in v["message"]
     assert len(doc["results"]["singular_values"]["all"]) == 16
 
 
@@ -88,18 +91,22 @@ def test_linear_verdicts(rho, label, lyapunov):
     doc = run_json(
         *FAST, "--activation", "identity", "--spectral-radius", rho, "--lyapunov", lyapunov, "--seq-len", "400"
     )
-    assert doc["verdict"]["label"] == label
-    assert doc["verdict"]["basis"] == ("spectral_radius" if lyapunov == "0" else "lyapunov")
+    v = doc["verdict"]
+    assert v["label"] == label
+    if lyapunov == "0":
+        assert v["basis"] == "spectral_radius"
+    else:  # the traced signal decides; the Lyapunov gain and rho agree with it
+        assert v["basis"].startswith("trace_last_loss")
+        assert v["evidence"]["weaker_bases"] == {"lyapunov": label, "spectral_radius": label}
 
 
 def test_saturated_tanh_rho_3_is_not_exploding():
     doc = run_json(*FAST, "--hidden", "32", "--spectral-radius", "3", "--input-scale", "20", "--lyapunov", "1")
     v = doc["verdict"]
     assert v["label"] != "exploding"
-    assert v["basis"] == "lyapunov"
+    assert v["basis"].startswith("trace_last_loss")
     gain = doc["results"]["lyapunov"]["gains"][0]
-    assert v["evidence"]["lyapunov_gain"] == pytest.approx(gain)
-    assert gain < 1
+    assert gain < 1 and v["evidence"]["weaker_bases"]["lyapunov"] == "vanishing"
     assert doc["results"]["bounds"]["explosion_possible"] is True
     # without a trajectory the matrix alone does not decide
     doc0 = run_json(*FAST, "--spectral-radius", "3", "--lyapunov", "0")
@@ -202,7 +209,7 @@ def test_task_inputs_drive_the_trajectory():
     doc = run_json(*FAST, "--task", "recall", "--seq-len", "60", "--warmup", "10")
     assert doc["config"]["task"] == "recall" and doc["results"]["data"]["task"] == "recall"
     assert doc["results"]["network"]["input"] == 8  # recall's one-hot alphabet of 8 symbols
-    assert doc["results"]["lyapunov"]["inputs"] == "held-out batch of the recall task"
+    assert doc["results"]["lyapunov"]["inputs"] == "held-out set of the recall task"
     assert doc["results"]["lyapunov"]["steps"] == 50
 
 
@@ -212,7 +219,8 @@ def test_train_checkpoint_layout_brings_activation_and_task(tmp_path):
     save_checkpoint(tmp_path / "m.npz", p, {"kind": "x", "options": {"activation": "identity", "task": "adding"}})
     doc = run_json("--model", tmp_path / "m.npz", "--seq-len", "200", "--warmup", "50")
     assert doc["results"]["network"]["activation"] == "identity" and doc["results"]["data"]["task"] == "adding"
-    assert doc["verdict"]["basis"] == "lyapunov" and doc["verdict"]["label"] == "exploding"
+    assert doc["verdict"]["basis"] == "task_horizon" and doc["verdict"]["label"] == "exploding"
+    assert doc["verdict"]["evidence"]["weaker_bases"]["lyapunov"] == "exploding"
     assert_allclose(doc["results"]["lyapunov"]["gains"][0], 1.3, rtol=2e-2)
 
 

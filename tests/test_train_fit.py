@@ -95,9 +95,13 @@ def test_resume_equals_an_uninterrupted_run(opt_name: str) -> None:
     )
     for k, v in full.params.as_dict().items():
         assert_array_equal(getattr(second.params, k), v)
-    # the stopped run also logged its last step (8), which the uninterrupted run did not
-    assert first.history[-1]["step"] == 8
-    _same_rows(first.history[:-1] + second.history, full.history)
+    # every step has its row; the stopped run also watched its last step (8), which the
+    # uninterrupted run did not: the two rows agree on the step's own scalars
+    assert [r["step"] for r in first.history] == list(range(1, 9)) and first.history[-1]["log"]
+    assert not full.history[7]["log"]
+    for key in ("loss", "grad_norm", "param_norm", "clipped", "clip_count"):
+        assert first.history[7][key] == full.history[7][key]
+    _same_rows(first.history[:7] + second.history, full.history[:7] + full.history[8:])
     assert second.events == full.events
     assert second.state.clip_count == full.state.clip_count
     assert second.final_metric == full.final_metric
@@ -128,7 +132,8 @@ def test_divergence_keeps_the_last_finite_parameters() -> None:
     res = train.fit(params, task, steps=300, rng=np.random.default_rng(0), **kw)
     n = res.diverged_at
     assert n is not None and res.steps_done == n - 1
-    assert res.verdict.label == "diverged" and f"diverged at step {n}" in res.verdict.message
+    assert res.verdict.label == "diverged" and f"non-finite at step {n}" in res.verdict.message
+    assert res.verdict.evidence["nonfinite_at"] == n
     assert res.events[-1]["kind"] == "diverged" and res.events[-1]["step"] == n
     assert all(np.all(np.isfinite(v)) for v in res.params.as_dict().values())
     # the kept parameters are exactly those after step n - 1
@@ -160,23 +165,27 @@ def test_watching_rows() -> None:
         rng=np.random.default_rng(2),
         log_every=3,
         eval_every=6,
-        power_iters=200,
         batch_size=5,
         callback=rows.append,
         optimizer=optim.Optimizer("sgd", lr=1e-9),
     )
-    assert [r["step"] for r in rows] == [3, 6] and rows == res.history
-    assert rows[0]["metric"] is None and rows[1]["metric"] is not None
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and rows == res.history
+    assert [r["log"] for r in rows] == [True, False, True, False, False, True]  # step 1 is always watched
+    assert all(r["rho"] is None and r["loss"] > 0 and r["grad_norm"] > 0 for r in rows if not r["log"])
+    logged = [r for r in rows if r["log"]]  # steps 1, 3, 6; the metric at steps 1 and 6 (eval_every 6)
+    assert [r["metric"] is not None for r in logged] == [True, False, True]
+    last = logged[-1]
     # lr 1e-9: the parameters barely move, so rho is that of the initial W_h (LAPACK reference)
-    assert_allclose(rows[1]["rho"], spectral_radius(params.W_h), rtol=1e-6)
-    assert 0 < rows[1]["start_fraction"] < np.inf
+    assert_allclose(last["rho"], spectral_radius(params.W_h), rtol=1e-6)
+    assert last["rho_exact"] is True and last["rho_residual"] == 0.0
+    assert 0 < last["start_fraction"] < np.inf
     # log ||dL/dh_t|| of the step's own gradient
     rng = np.random.default_rng(2)
     for _ in range(6):
         batch, _ = tasks.sample_batch(task, rng, 5)
     g = gradients(params, batch.x, batch.targets, mask=batch.mask)
-    assert_allclose(rows[1]["log_dh"], adjoint_log_norms(g.adjoints), rtol=1e-6)
-    assert len(rows[1]["log_dh"]) == 10
+    assert_allclose(last["log_dh"], adjoint_log_norms(g.adjoints), rtol=1e-6)
+    assert len(last["log_dh"]) == 10
 
 
 def test_adjoint_log_norms_closed_form() -> None:

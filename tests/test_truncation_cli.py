@@ -34,7 +34,7 @@ def test_recall_json_document(tmp_path):
     assert stats["random:0.9"]["samples"] == 12 and len(stats["random:0.9"]["bias_curve"]) >= 2
     train = {t["strategy"]: t for t in doc["results"]["training"]}
     assert list(train) == cfg["strategies"]
-    assert train["full"]["curve"]["step"] == [5, 10, 15, 20]
+    assert train["full"]["curve"]["step"] == [1, 5, 10, 15, 20]
     assert doc["results"]["chance"] == pytest.approx(1 / 8)
     assert set(doc["verdict"]["evidence"]["biased"]) == {"chunk:5", "chunk:20"}
     assert doc["verdict"]["basis"] == "estimator_statistics"

@@ -75,23 +75,35 @@ def test_nonlinear_never_exploding_from_rho_alone():
         assert v.label == "undetermined"
         assert v.basis == "matrix_bounds"
         assert "not determined by the matrix alone" in v.message
-        assert v.evidence["bounds"]["rho_statement"].endswith("explosion is possible, not certain")
+        assert v.evidence["bounds"]["explosion_possible"] is True
+        assert v.evidence["bounds"]["rho_statement"].endswith("for a nonlinear one it guarantees nothing")
 
 
 def test_sigma_max_below_one_guarantees_vanishing():
     v = judge_matrix(0.5, 0.9, 1.0, linear=False)
     assert (v.label, v.basis) == ("vanishing", "sigma_max")
     assert "vanishing is guaranteed" in v.message
-    # sigma_max just below 1 (within tol) guarantees no growth but not decay at a visible rate
-    assert judge_matrix(0.5, 0.99, 1.0, linear=False).label == "undetermined"
+    # sigma_max = 0.99: the bound decides, and the message says so (it never says "undetermined ... guaranteed")
+    v = judge_matrix(0.5, 0.99, 1.0, linear=False)
+    assert (v.label, v.basis) == ("vanishing", "sigma_max")
+    assert "vanishing is guaranteed" in v.message and "at most 0.99 per step" in v.message
+    assert v.evidence["gain_bound"] == pytest.approx(0.99)
+    # gamma enters: relu has gamma = 1 too, but a bounded-slope activation with gamma = 2 doubles the bound
+    assert judge_matrix(0.5, 0.9, 2.0, linear=False).label == "undetermined"
 
 
 def test_pascanu_bounds_statements():
+    # rho < 1 but sigma_max > 1: no guarantee either way (the old "explosion is impossible" was false)
     b = pascanu_bounds(0.95, 1.3, 1.0)
     assert b["gamma"] == 1.0
-    assert not b["vanishing_guaranteed"] and not b["explosion_possible"]
-    assert b["rho_statement"].endswith("explosion is impossible")
+    assert not b["vanishing_guaranteed"] and b["explosion_possible"]
+    assert "explosion is possible" in b["sigma_statement"] and "impossible" not in str(b)
     assert pascanu_bounds(1.2, 0.9, 1.0)["vanishing_guaranteed"]
+    # the nilpotent case: rho = 0 says nothing, sigma_max = 6 > 1 leaves explosion possible
+    b0 = pascanu_bounds(0.0, 6.0, 1.0)
+    assert b0["explosion_possible"] and not b0["vanishing_guaranteed"]
+    edge = pascanu_bounds(0.5, 1.0, 1.0)
+    assert not edge["vanishing_guaranteed"] and not edge["explosion_possible"]
 
 
 def test_non_finite_matrix_is_diverged_and_bad_values_raise():

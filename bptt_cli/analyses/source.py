@@ -3,8 +3,9 @@ compare-truncation share).
 
 The network: --model PATH (a bptt checkpoint or its run folder; or a matrix file, W_h with a
 fresh input and output layer) or a fresh initialisation (--hidden, --init, --spectral-radius).
-The data: a held-out batch of a task (--task; a checkpoint brings its own), a file of inputs
-(--inputs), or random N(0, s^2) inputs (--input-scale).
+The data: the first B sequences of a task's held-out set (--task; a checkpoint brings its own;
+the same sequences train's final verdict uses), a file of inputs (--inputs), or random
+N(0, s^2) inputs (--input-scale). The initial state: zeros, N(0, 1) per unit, or a file (--h0).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bptt_cli.analyses.tasks import TASKS, Batch, Task, heldout_batch, make_task
+from bptt_cli.analyses.tasks import TASKS, Batch, Task, heldout_set, make_task, needed_span
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.cells import Cell, RNNCell
 from bptt_cli.core.losses import LOSSES, get_loss
@@ -24,6 +25,7 @@ from bptt_cli.core.validate import OptionError, check_choice, check_float, check
 from bptt_cli.io.models import ModelFile, open_model
 
 DATA_TASKS = ("random", *TASKS)
+H0_CHOICES = ("zeros", "random")  # or the path of a .npy file
 DEFAULT_SEQ_LEN = 200  # random inputs
 DEFAULT_BATCH = 32
 
@@ -67,6 +69,7 @@ class DataOptions:
     text: Path | None = None
     delay: int | None = None
     alphabet: int | None = None
+    h0: str = "zeros"
 
     def check_data_options(self) -> None:
         if self.task is not None:
@@ -84,6 +87,8 @@ class DataOptions:
             raise ValueError(f"`--inputs` gives the inputs itself; it cannot be combined with --task {self.task}")
         if self.text is not None and self.task not in (None, "text"):
             raise ValueError("`--text` applies to --task text only")
+        if self.h0 not in H0_CHOICES and not Path(self.h0).is_file():
+            raise ValueError(f"`--h0` must be zeros, random or a .npy file; got {self.h0!r} (no such file)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class Source:
     data : one line naming the data
     loss : the loss the targets are for
     saved : the options the checkpoint was made with ({} otherwise)
+    h0 : (B, S) the initial state, None for zeros
+    start : one line naming the initial state
     """
 
     cell: Cell
@@ -108,6 +115,13 @@ class Source:
     data: str
     loss: str
     saved: dict[str, Any] = field(default_factory=dict)
+    h0: np.ndarray | None = None
+    start: str = "h0 = 0"
+
+    @property
+    def span(self) -> int | None:
+        """How far back the task's last loss depends on its inputs (None for random or file inputs)."""
+        return None if self.task is None else needed_span(self.task, self.batch)
 
     def describe(self) -> dict[str, Any]:
         """The network and data as they were resolved (the checkpoint's settings filled in)."""
@@ -129,6 +143,8 @@ class Source:
                 "seq_len": int(x.shape[0]),
                 "batch": int(x.shape[1]),
                 "loss": self.loss,
+                "h0": self.start,
+                "span_needed": self.span,
             },
         }
 
@@ -260,8 +276,10 @@ def load_source(
                 f"the {task.name} task needs input/output sizes {task.input_size}/{task.output_size}; "
                 f"the model has {cell.input_size}/{cell.output_size}"
             )
-        batch = heldout_batch(task, rng, data_opts.batch or DEFAULT_BATCH)
-        data = f"held-out batch of the {task.name} task"
+        batch = heldout_set(task, data_opts.batch or DEFAULT_BATCH)
+        data = f"held-out set of the {task.name} task"
+        if batch.size < (data_opts.batch or 0):
+            raise ValueError(f"--batch {data_opts.batch}: the held-out text has only {batch.size} windows")
     else:
         if data_opts.inputs is not None:
             x = load_inputs(data_opts.inputs, data_opts.seq_len, data_opts.batch, cell.input_size)
@@ -274,7 +292,41 @@ def load_source(
         T, B, _ = x.shape
         targets = _random_targets(rng, lossname, T, B, cell.output_size)
         batch = Batch(x=x, targets=targets, mask=np.ones((T, B)))
-    return Source(cell=cell, origin=origin, model=desc, task=task, batch=batch, data=data, loss=lossname, saved=saved)
+    h0, start = initial_state(data_opts.h0, rng, batch.size, cell.state_size)
+    return Source(
+        cell=cell,
+        origin=origin,
+        model=desc,
+        task=task,
+        batch=batch,
+        data=data,
+        loss=lossname,
+        saved=saved,
+        h0=h0,
+        start=start,
+    )
+
+
+def initial_state(h0: str, rng: np.random.Generator, B: int, S: int) -> tuple[np.ndarray | None, str]:
+    """--h0: zeros (None), N(0, 1) per unit and sequence, or a .npy file holding (S,) (every
+    sequence starts there) or (B, S). Returns the (B, S) state and one line naming it."""
+    if h0 == "zeros":
+        return None, "h0 = 0"
+    if h0 == "random":
+        return rng.standard_normal((B, S)), "h0 ~ N(0, 1) per unit"
+    try:
+        arr = np.load(h0, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"--h0 {h0}: not a readable numeric .npy array without pickles ({e})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        raise ValueError(f"--h0 {h0}: not a real numeric array (dtype {getattr(arr, 'dtype', '?')})")
+    if arr.shape == (S,):
+        arr = np.broadcast_to(arr, (B, S))
+    if arr.shape != (B, S):
+        raise ValueError(f"--h0 {h0}: shape {arr.shape}; expected ({S},) or (B, S) = ({B}, {S})")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"--h0 {h0}: contains NaN or infinite values")
+    return arr.astype(np.float64), f"h0 from {h0}"
 
 
 def default_warmup(warmup: int | None, seq_len: int) -> int:

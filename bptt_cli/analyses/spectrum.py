@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bptt_cli.analyses.common import wants_plots
+from bptt_cli.analyses.judge import fixed_point_note, network_verdict, window_extrapolated
 from bptt_cli.analyses.source import DataOptions, ModelOptions, Source, default_warmup, load_source
 from bptt_cli.core.eigen import (
     METHODS,
@@ -19,8 +20,9 @@ from bptt_cli.core.eigen import (
     singular_values,
 )
 from bptt_cli.core.lyapunov import LyapunovResult, lyapunov_exponents
+from bptt_cli.core.signal import SignalTrace, trace
 from bptt_cli.core.validate import check_choice, check_float, check_int, options
-from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, choose_rho, judge_matrix, pascanu_bounds
+from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, choose_rho, pascanu_bounds
 from bptt_cli.io.runfolder import ensure_folder
 
 # numpy.linalg.eigvals is O(H^3) and holds all H eigenvalues: the default reference up to here
@@ -70,6 +72,7 @@ class SpectrumResult:
     sigma: np.ndarray  # singular values, descending
     bounds: dict
     lyapunov: LyapunovResult | None
+    signal: SignalTrace | None  # the last loss's signal on the trajectory's batch (with --lyapunov)
     verdict: Verdict
     notes: tuple[str, ...] = ()
     plots: tuple[Path, ...] = field(default=())
@@ -102,6 +105,7 @@ class SpectrumResult:
             "singular_values": {"max": float(self.sigma[0]), "min": float(self.sigma[-1]), "all": self.sigma},
             "bounds": self.bounds,
             "lyapunov": None,
+            "signal": None,
             "notes": list(self.notes),
             "plots": [str(p) for p in self.plots],
         }
@@ -123,6 +127,16 @@ class SpectrumResult:
                 "warmup": self.source.batch.x.shape[0] - ly.steps,
                 "batch": int(b.x.shape[1]),
                 "inputs": self.source.data,
+            }
+        if self.signal is not None:
+            s = self.signal
+            out["signal"] = {
+                "fit": s.fit.as_dict(),
+                "horizon": s.horizon.as_dict(),
+                "suggested_window": s.suggested_window,
+                "suggested_window_extrapolated": window_extrapolated(s),
+                "ln_start_fraction": s.log_start_fraction,
+                "loss_value": s.loss,
             }
         return out
 
@@ -154,19 +168,28 @@ def run(config: SpectrumConfig) -> SpectrumResult:
         notes.append(note)
     gamma = cell.gamma
     bounds = pascanu_bounds(rho, float(sigma[0]), gamma)
-    lyap = None
-    if c.lyapunov > 0:
-        lyap = lyapunov_exponents(cell, src.batch.x, k=c.lyapunov, warmup=warmup)
-    verdict = judge_matrix(
-        rho,
-        float(sigma[0]),
-        gamma,
-        linear=cell.activation.linear,
+    lyap = sig = None
+    b = src.batch
+    if c.lyapunov > 0:  # a trajectory runs: its exponents, and the gradient signal along it
+        lyap = lyapunov_exponents(cell, b.x, k=c.lyapunov, warmup=warmup, h0=src.h0)
+        try:
+            sig = trace(cell, b.x, b.targets, loss=src.loss, mask=b.mask, h0=src.h0)
+        except ValueError as e:  # the forward pass or the loss overflows: nothing to trace
+            notes.append(f"no gradient signal traced: {e}")
+        note = fixed_point_note(cell, b.x, src.h0)
+        if note:
+            notes.append(note)
+    verdict = network_verdict(
+        cell,
+        sig,
+        task=src.task,
+        batch=b,
         lyapunov_gain=None if lyap is None else float(lyap.gains[0]),
+        rho=rho,
         tol=c.verdict_tol,
     )
     result = SpectrumResult(
-        c, src, eig, ref_method, ref_all, rho, rho_source, sigma, bounds, lyap, verdict, tuple(notes)
+        c, src, eig, ref_method, ref_all, rho, rho_source, sigma, bounds, lyap, sig, verdict, tuple(notes)
     )
     if folder is None:
         return result

@@ -32,6 +32,8 @@ from bptt_cli.core.cells import Cell
 from bptt_cli.core.validate import check_choice, check_float, check_int, check_positive_int, options
 
 TASKS = ("recall", "adding", "sine", "text")
+HELDOUT_SEED = 20130211  # the held-out data come from their own generator, never the training one
+HELDOUT_SIZE = 256
 SAMPLINGS = ("sequential", "random")
 METRICS = {"recall": "accuracy", "adding": "mse", "sine": "mse", "text": "perplexity"}
 DEFAULT_SEQ_LEN = {"recall": 30, "adding": 50, "sine": 50, "text": 50}
@@ -252,6 +254,31 @@ def sample_batch(task: Task, rng: np.random.Generator, batch_size: int, position
         position, reset = 0, True  # the pass is over: start again from the beginning
     starts = np.arange(B) * L + position
     return replace(_text_windows(task, ids, starts), reset=reset), position + T
+
+
+def heldout_set(task: Task, size: int = HELDOUT_SIZE) -> Batch:
+    """The task's held-out set: the same sequences for every command (train's final verdict,
+    trace --model, spectrum --model), so that they judge one model on the same data. The first
+    `size` of them (at most HELDOUT_SIZE are drawn in one go, and more only when asked)."""
+    full = heldout_batch(task, np.random.default_rng(HELDOUT_SEED), max(size, HELDOUT_SIZE))
+    return first_sequences(full, size)
+
+
+def first_sequences(batch: Batch, k: int) -> Batch:
+    """The first k sequences of a batch."""
+    return replace(batch, x=batch.x[:, :k], targets=batch.targets[:, :k], mask=batch.mask[:, :k])
+
+
+def needed_span(task: Task, batch: Batch) -> int:
+    """How many steps back from T the last loss depends on its inputs: recall, the delay; adding,
+    the first marker (the mean over the batch of T - its step); sine and text, the sequence."""
+    T = task.seq_len
+    if task.name == "recall":
+        return task.delay
+    if task.name == "adding":
+        first = np.argmax(batch.x[:, :, 1] > 0, axis=0)  # (B,) 0-based index of each first marker
+        return int(round(float(np.mean(T - 1 - first))))
+    return T - 1
 
 
 def heldout_batch(task: Task, rng: np.random.Generator, size: int = 256) -> Batch:

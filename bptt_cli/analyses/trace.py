@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from bptt_cli.analyses.common import wants_plots
+from bptt_cli.analyses.judge import fixed_point_note, network_verdict, window_extrapolated
 from bptt_cli.analyses.source import DataOptions, ModelOptions, Source, default_warmup, load_source
 from bptt_cli.core.eigen import dense_spectral_radius, singular_values
 from bptt_cli.core.losses import LOSSES
 from bptt_cli.core.lyapunov import lyapunov_exponents
 from bptt_cli.core.signal import JACOBIAN_MODES, SignalTrace, trace
 from bptt_cli.core.validate import check_choice, check_float, check_int, options
-from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_matrix, judge_signal
+from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_matrix
 from bptt_cli.io.runfolder import ensure_folder
 
 SIGNALS = ("last", "all")
@@ -63,6 +64,7 @@ class TraceResult:
     lyapunov_gain: float | None
     matrix_verdict: Verdict | None
     verdict: Verdict
+    notes: tuple[str, ...] = ()
     plots: tuple[Path, ...] = ()
 
     def results(self) -> dict:
@@ -74,6 +76,7 @@ class TraceResult:
             "fit_total": s.fit_total.as_dict(),
             "horizon": s.horizon.as_dict(),
             "suggested_window": s.suggested_window,
+            "suggested_window_extrapolated": window_extrapolated(s),
             "ln_start_fraction": s.log_start_fraction,
             "predictions": {
                 "rho": self.rho,
@@ -89,6 +92,7 @@ class TraceResult:
                 "jacobian_norm": s.jacobian_norm,
                 **s.gain_stats,
             },
+            "notes": list(self.notes),
             "plots": [str(p) for p in self.plots],
         }
 
@@ -108,25 +112,31 @@ def run(config: TraceConfig) -> TraceResult:
         with options():
             check_int("--lyapunov", c.lyapunov, min=0, max=cell.state_size)
             check_int("--warmup", warmup, min=0, max=b.x.shape[0] - 1)
-    sig = trace(cell, b.x, b.targets, loss=src.loss, mask=b.mask, eps=c.eps, jacobian=c.jacobian)
+    sig = trace(cell, b.x, b.targets, loss=src.loss, mask=b.mask, h0=src.h0, eps=c.eps, jacobian=c.jacobian)
     W = cell.recurrent_matrix()
     rho = sigma_max = matrix_verdict = None
     lyap_gain = None
     if c.lyapunov:
-        lyap_gain = float(lyapunov_exponents(cell, b.x, k=c.lyapunov, warmup=warmup).gains[0])
+        lyap_gain = float(lyapunov_exponents(cell, b.x, k=c.lyapunov, warmup=warmup, h0=src.h0).gains[0])
     if W is not None:
         rho, sigma_max = dense_spectral_radius(W), float(singular_values(W)[0])
         matrix_verdict = judge_matrix(rho, sigma_max, cell.gamma, linear=cell.activation.linear, tol=c.verdict_tol)
-    verdict = judge_signal(
+    verdict = network_verdict(
+        cell,
         sig,
-        c.signal,
+        task=src.task,
+        batch=b,
+        which=c.signal,
+        lyapunov_gain=lyap_gain,
+        rho=rho,
         tol=c.verdict_tol,
         eps=c.eps,
-        evidence={"rho": rho, "sigma_max": sigma_max, "lyapunov_gain": lyap_gain},
     )
+    note = fixed_point_note(cell, b.x, src.h0)
+    notes = () if note is None else (note,)
     plots: tuple[Path, ...] = ()
     if folder is not None:
         from bptt_cli.plots.trace import trace_plot
 
         plots = (trace_plot(folder / "trace.png", sig, signal=c.signal),)
-    return TraceResult(c, src, sig, rho, sigma_max, lyap_gain, matrix_verdict, verdict, plots)
+    return TraceResult(c, src, sig, rho, sigma_max, lyap_gain, matrix_verdict, verdict, notes, plots)

@@ -318,7 +318,7 @@ def compare_training(
             log_every=log_every,
             watch=False,
         )
-        hist = res.history
+        hist = [r for r in res.history if r["log"]]  # every step has a row; the curve is the logged ones
         metrics = np.array([np.nan if r["metric"] is None else r["metric"] for r in hist], dtype=np.float64)
         steps_arr = np.array([r["step"] for r in hist], dtype=np.int64)
         hit = [int(s) for s, m in zip(steps_arr, metrics, strict=True) if reached(m, target, task.higher_is_better)]

@@ -152,6 +152,15 @@ InputsOpt = Annotated[
     Path | None,
     typer.Option("--inputs", metavar="PATH", help="Inputs from a .npy file, (T, B, D) or (T, D).", show_default=False),
 ]
+H0Opt = Annotated[
+    str,
+    typer.Option(
+        "--h0",
+        metavar="zeros|random|PATH",
+        help="Initial state: zeros, N(0, 1) per unit, or a .npy file of shape (H,) or (B, H). "
+        "With zero input, h0 = 0 can be a fixed point the state never leaves.",
+    ),
+]
 DelayOpt = Annotated[
     int, typer.Option("--delay", min=1, metavar="N", help="recall: the target at t is the input at t - delay.")
 ]

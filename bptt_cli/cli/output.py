@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from bptt_cli.blas import blas_threads, default_threads
 from bptt_cli.core.validate import OptionError
@@ -54,6 +55,10 @@ class Output:
         """One line printed as it is: never wrapped (a reader copies paths), no markup."""
         if not self.quiet:
             self.console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+    def note(self, text: str) -> None:
+        """A warning about the result (wrapped to the terminal, silent under -q)."""
+        self.show(Text(f"note: {text}", style="yellow"))
 
     def emit(self, config: dict, results: dict, verdict: dict | None = None) -> None:
         """The JSON document, when --json is on: stdout, nothing else there."""

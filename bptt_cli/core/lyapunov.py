@@ -85,3 +85,29 @@ def lyapunov_exponents(
     per_seq = -np.sort(-per_seq, axis=1)
     exps = per_seq.mean(axis=0)  # (k,)
     return LyapunovResult(exponents=exps, gains=np.exp(exps), steps=steps, per_sequence=per_seq)
+
+
+def settled_at(states: np.ndarray, *, rtol: float = 1e-12) -> int | None:
+    """The first step t from which the trajectory stops moving: ||s_u - s_{u-1}||_inf <=
+    rtol max(1, ||s_u||_inf) for every sequence and every u >= t. None when it still moves at T.
+
+    A trajectory at a fixed point s* measures the fixed point's Jacobian diag(f'(a*)) W_h, not
+    the attractor a generic start reaches: with zero input, zero bias and h0 = 0 a tanh network
+    stays at 0, where the top exponent is ln rho(W_h) (ln g at gain g), however chaotic it is
+    elsewhere.
+
+    Parameters
+    ----------
+    states : (T + 1, B, S) s_0..s_T
+    """
+    s = np.asarray(states, dtype=np.float64)
+    T1 = s.shape[0]
+    if T1 < 2:
+        return None
+    step = np.abs(np.diff(s, axis=0)).reshape(T1 - 1, -1).max(axis=1)  # (T,) largest move into s_t
+    size = np.maximum(1.0, np.abs(s[1:]).reshape(T1 - 1, -1).max(axis=1))  # (T,)
+    still = step <= rtol * size  # still[t - 1]: s_t == s_{t-1}
+    if not still[-1]:
+        return None
+    moving = np.flatnonzero(~still)
+    return 1 if moving.size == 0 else int(moving[-1]) + 2

@@ -1,9 +1,12 @@
 """The one place that decides: exploding, vanishing, stable, diverged or undetermined.
 
 No other module constructs a Verdict. Each names the basis it rests on, from the fixed
-vocabulary BASES (docs/design.md section 1 explains what each quantity can and cannot say):
-rho alone never calls a nonlinear network exploding, because the factors f'(a_t) <= gamma
-shrink every Jacobian; a measured signal along a real trajectory outranks the matrix alone.
+vocabulary BASES (docs/design.md section 1 explains what each quantity can and cannot say).
+The bases are ranked (`judge_network`): the traced gradient signal at the span the task
+depends on, then the traced signal of the whole sequence, then the Lyapunov exponent along a
+trajectory, then what the matrix alone can guarantee. The strongest basis available decides;
+the weaker ones are evidence, and the message says which basis decided. rho alone never calls
+a nonlinear network anything: diag(f'(a_t)) varies along the trajectory.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from bptt_cli.core.validate import check_choice, check_float
 LABELS = ("exploding", "vanishing", "stable", "diverged", "undetermined")
 
 BASES = {
+    "task_horizon": "the last loss's signal at the span the task depends on (recall: the delay; adding: the markers)",
     "lyapunov": "the top Lyapunov exponent of the Jacobian product along a trajectory",
     "spectral_radius": "rho(W_h): the per-step gain of a linear network",
     "sigma_max": "sigma_max(W_h) < 1/gamma: every Jacobian shrinks the signal (Pascanu et al.)",
@@ -26,7 +30,7 @@ BASES = {
     "trace_all_losses": "the fitted per-step gain of ||dL/dh_t|| (all losses)",
     "trace_last_loss_net": "the net change of ||dl_T/dh_t|| over the sequence (not exponential in k)",
     "trace_all_losses_net": "the net change of ||dL/dh_t|| over the sequence (not exponential in k)",
-    "training": "the training run itself (a non-finite loss or gradient)",
+    "training": "the training run itself: a non-finite loss or gradient, or a loss and weights that blew up",
     "estimator_statistics": "the full gradient's signal at the comparison point, and the training runs",
 }
 
@@ -38,6 +42,10 @@ DEFAULT_TOL = 0.02
 # is not an exponential: a single per-step gain would misdescribe it, so the verdict falls
 # back to the net change over the traced steps.
 MIN_FIT_R2 = 0.5
+
+# A training run has blown up when its loss passes this multiple of its first loss, or its
+# weights this multiple of their first norm while the loss is worse than at the start.
+BLOW_UP = 10.0
 
 
 @dataclass(frozen=True)
@@ -103,14 +111,22 @@ def judge_gain(gain: float, *, basis: str, tol: float = DEFAULT_TOL, evidence: d
 
 
 def pascanu_bounds(rho: float, sigma_max: float, gamma: float) -> dict[str, Any]:
-    """The matrix-only conditions of Pascanu, Mikolov & Bengio (2013), with gamma = max |f'|.
+    """What the matrix alone can say (Pascanu, Mikolov & Bengio 2013), with gamma = max |f'|.
 
-    sigma_max < 1/gamma guarantees vanishing; rho > 1/gamma is necessary (not sufficient) for
-    explosion, and rho <= 1/gamma rules out asymptotic growth of the linearised signal.
+    ||J_t|| = ||diag(f'(a_t)) W_h|| <= gamma sigma_max(W_h) for every t, so sigma_max < 1/gamma
+    guarantees vanishing and sigma_max > 1/gamma is necessary for explosion. rho(W_h) is the gain
+    of a linear network; for a nonlinear one it guarantees nothing either way (a nilpotent W_h,
+    rho = 0, can explode along a trajectory whose f'(a_t) varies).
     """
     bound = 1.0 / gamma
     vanishing_guaranteed = bool(sigma_max < bound)
-    explosion_possible = bool(rho > bound)
+    explosion_possible = bool(sigma_max > bound)
+    if vanishing_guaranteed:
+        sigma = f"sigma_max = {sigma_max:.4g} < 1/gamma = {bound:g}: vanishing is guaranteed"
+    elif explosion_possible:
+        sigma = f"sigma_max = {sigma_max:.4g} > 1/gamma = {bound:g}: vanishing is not guaranteed, explosion is possible"
+    else:
+        sigma = f"sigma_max = 1/gamma = {bound:g}: the signal cannot grow, nor is it sure to shrink"
     return {
         "gamma": gamma,
         "one_over_gamma": bound,
@@ -118,10 +134,9 @@ def pascanu_bounds(rho: float, sigma_max: float, gamma: float) -> dict[str, Any]
         "sigma_max": float(sigma_max),
         "vanishing_guaranteed": vanishing_guaranteed,
         "explosion_possible": explosion_possible,
-        "sigma_statement": f"sigma_max = {sigma_max:.4g} {'<' if vanishing_guaranteed else '>='} 1/gamma = {bound:g}: "
-        + ("vanishing is guaranteed" if vanishing_guaranteed else "vanishing is not guaranteed"),
-        "rho_statement": f"rho = {rho:.4g} {'>' if explosion_possible else '<='} 1/gamma = {bound:g}: "
-        + ("explosion is possible, not certain" if explosion_possible else "explosion is impossible"),
+        "sigma_statement": sigma,
+        "rho_statement": f"rho = {rho:.4g}: the per-step gain of a linear network; "
+        "for a nonlinear one it guarantees nothing",
     }
 
 
@@ -138,7 +153,7 @@ def judge_matrix(
 
     1. a measured Lyapunov gain (a trajectory was run): judge_gain on it, basis "lyapunov";
     2. a linear network: the signal k steps back scales like rho^k, basis "spectral_radius";
-    3. a nonlinear network with sigma_max < (1 - tol)/gamma: vanishing, basis "sigma_max";
+    3. a nonlinear network with sigma_max < 1/gamma: vanishing, guaranteed, basis "sigma_max";
     4. otherwise "undetermined", basis "matrix_bounds": the matrix alone does not decide.
 
     The Pascanu bounds are in the evidence of every verdict.
@@ -159,17 +174,18 @@ def judge_matrix(
     if linear:
         v = judge_gain(rho, basis="spectral_radius", tol=tol, evidence={**ev, "rho": rho})
         return Verdict(v.label, v.basis, v.message + " (linear network: rho decides)", v.evidence)
-    if sigma_max * gamma < 1 - tol:
+    if bounds["vanishing_guaranteed"]:
         return Verdict(
             "vanishing",
             "sigma_max",
-            f"{bounds['sigma_statement']} (every Jacobian shrinks the signal by at least {sigma_max * gamma:.4g})",
-            {**ev, "gain_bound": sigma_max * gamma, "tol": tol},
+            f"{bounds['sigma_statement']}: every Jacobian shrinks the signal, by a factor of at most "
+            f"{sigma_max * gamma:.4g} per step",
+            {**ev, "gain_bound": sigma_max * gamma},
         )
     return Verdict(
         "undetermined",
         "matrix_bounds",
-        f"not determined by the matrix alone: {bounds['sigma_statement']}; {bounds['rho_statement']}. "
+        f"not determined by the matrix alone: {bounds['sigma_statement']}. "
         "Run a trajectory (--lyapunov) to measure the gain",
         {**ev, "tol": tol},
     )
@@ -213,9 +229,9 @@ def judge_trace(
         return Verdict("undetermined", basis, "fewer than two non-zero points: the signal cannot be fitted", ev)
     if (math.isfinite(r2) and r2 >= MIN_FIT_R2) or not math.isfinite(log_net_change):
         return judge_gain(gain, basis=basis, tol=tol, evidence=ev)
-    ev["eps"] = eps
-    net = f"{math.exp(log_net_change):.3g}x over {steps} steps"  # |log| <= -log(eps) here or below
     why = f"the log-signal is not a line in k (r^2 = {r2:.2f} < {MIN_FIT_R2}), so no per-step gain is claimed"
+    ev.update(gain=None, gain_not_claimed=why, fitted_slope_gain=gain, eps=eps)
+    net = f"{math.exp(log_net_change):.3g}x over {steps} steps"  # |log| <= -log(eps) here or below
     if log_net_change < math.log(eps):
         return Verdict("vanishing", f"{basis}_net", f"{why}; it falls to {net}, below eps = {eps:g}", ev)
     if log_net_change > -math.log(eps):
@@ -242,26 +258,147 @@ def judge_signal(
         basis="trace_last_loss" if signal == "last" else "trace_all_losses",
         tol=tol,
         eps=eps,
-        evidence={"fit": fit.as_dict(), **(evidence or {})},
+        evidence=evidence,
     )
+
+
+def judge_task_horizon(
+    tr: SignalTrace, span: int, task: str, *, eps: float = 1e-3, evidence: dict | None = None
+) -> Verdict:
+    """Judge the last loss's signal at the span the task depends on (recall: the delay; adding:
+    the steps back to the first marker; sine, text: the sequence), not over the whole sequence:
+    a signal that dies before t = 1 but after the task's dependency is healthy."""
+    T = tr.seq_len
+    k = max(1, min(int(span), T - 1))
+    log_mean = tr.last.log_mean  # index t - 1 holds step t
+    ln_ratio = float(log_mean[T - 1 - k]) - float(log_mean[T - 1])
+    h = tr.horizon
+    if h.method == "measured":
+        reach = f"the signal reaches {h.steps:.0f} steps back"
+    elif h.method == "extrapolated":
+        reach = f"the signal would reach about {h.steps:.0f} steps back (extrapolated beyond T = {T})"
+    elif h.method == "never":
+        reach = f"the signal reaches all {T - 1} steps back without decaying"
+    else:
+        reach = "the signal's reach is undetermined"
+    need = f"the {task} task needs {k}"
+    ev = {
+        **(evidence or {}),
+        "span_needed": k,
+        "signal_at_span": math.exp(ln_ratio) if ln_ratio < 709 else math.inf,
+        "ln_signal_at_span": ln_ratio,
+        "horizon": h.steps,
+        "horizon_method": h.method,
+        "eps": eps,
+    }
+    if not math.isfinite(float(log_mean[T - 1])):
+        return Verdict("undetermined", "task_horizon", f"there is no last loss to trace back: {need}", ev)
+    at = f"{k} steps back it is {ev['signal_at_span']:.3g}x its value at T"
+    if ln_ratio < math.log(eps):
+        return Verdict("vanishing", "task_horizon", f"{reach}; {need}: {at}, below eps = {eps:g}", ev)
+    if ln_ratio > -math.log(eps):
+        return Verdict("exploding", "task_horizon", f"{reach}; {need}: {at}, above 1/eps = {1 / eps:g}", ev)
+    return Verdict("stable", "task_horizon", f"{reach}; {need}: {at}", ev)
+
+
+BASIS_WORDS = {
+    "task_horizon": "the signal at the task's span",
+    "trace_last_loss": "the traced signal of the last loss",
+    "trace_all_losses": "the traced signal of all losses",
+    "trace_last_loss_net": "the traced signal of the last loss",
+    "trace_all_losses_net": "the traced signal of all losses",
+    "lyapunov": "the Lyapunov exponent",
+    "spectral_radius": "rho (a linear network)",
+    "sigma_max": "the sigma_max bound",
+    "matrix_bounds": "the matrix alone",
+}
+
+
+def judge_network(
+    signal: SignalTrace | None = None,
+    *,
+    which: str = "last",
+    span: int | None = None,
+    task: str | None = None,
+    lyapunov_gain: float | None = None,
+    rho: float | None = None,
+    sigma_max: float | None = None,
+    gamma: float = 1.0,
+    linear: bool = False,
+    tol: float = DEFAULT_TOL,
+    eps: float = 1e-3,
+    evidence: dict | None = None,
+) -> Verdict:
+    """One network on its data, one answer: the strongest basis available decides, the weaker
+    ones are evidence, and the message says which decided.
+
+    Ranks: the last loss's signal at the task's span (a trace on the task's data); the traced
+    signal over the sequence (`which`: 'last' or 'all'); the Lyapunov exponent; rho for a linear
+    network; the sigma_max bound; undetermined. train, trace and spectrum all call this, so the
+    same checkpoint on the same data gets the same label from each.
+    """
+    tol = check_tol(tol)
+    weaker: list[Verdict] = []
+    matrix = None if rho is None else judge_matrix(rho, sigma_max, gamma, linear=linear, tol=tol)
+    lyap = None
+    if lyapunov_gain is not None:
+        g = judge_gain(lyapunov_gain, basis="lyapunov", tol=tol)
+        lyap = Verdict(g.label, g.basis, g.message + " along the trajectory", g.evidence)
+    if signal is not None:
+        if span is not None and which == "last":
+            v = judge_task_horizon(signal, span, task or "the", eps=eps, evidence=evidence)
+        else:
+            v = judge_signal(signal, which, tol=tol, eps=eps, evidence=evidence)
+        weaker = [w for w in (lyap, matrix) if w is not None]
+    elif lyap is not None:
+        v, weaker = lyap, [w for w in (matrix,) if w is not None]
+    elif matrix is not None:
+        v = matrix
+    else:
+        return Verdict("undetermined", "matrix_bounds", "nothing was measured", dict(evidence or {}))
+    sentence = f"decided by {BASIS_WORDS[v.basis]}"
+    if weaker:
+        said = ", ".join(f"{BASIS_WORDS[w.basis]} says {w.label}" for w in weaker)
+        sentence += f"; {said} (evidence, not the label)"
+    ev = {**v.evidence, "weaker_bases": {w.basis: w.label for w in weaker}}
+    if matrix is not None:
+        ev.setdefault("bounds", matrix.evidence.get("bounds"))
+    return Verdict(v.label, v.basis, f"{v.message}. {sentence[0].upper()}{sentence[1:]}", ev)
+
+
+def blew_up(loss: float, first_loss: float, norm: float, first_norm: float) -> bool:
+    """A training step's loss and weights have left the range of the run: non-finite, a loss past
+    BLOW_UP x the first one, or weights past BLOW_UP x their first norm with a loss worse than
+    the first. Judged from the first step on (no window of earlier steps is needed)."""
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        return True
+    if loss > BLOW_UP * max(first_loss, 1e-300):
+        return True
+    return norm > BLOW_UP * first_norm and loss > first_loss
 
 
 def judge_training(
     *,
     diverged_at: int | None,
-    trace_verdict: Verdict | None,
+    blow_up: dict | None,
+    recovered: bool,
+    network: Verdict | None,
     rho: float | None,
     events: list[dict],
     clip_count: int,
     steps_done: int,
     final_metric: float | None,
     metric: str,
+    lr: float,
+    clip: float | None,
 ) -> Verdict:
     """The verdict on a finished run.
 
-    diverged (a non-finite loss or gradient stopped it) wins; otherwise the label is the trace
-    verdict of the final model on held-out data, and rho(W_h), the spikes, vanishing stretches
-    and clipping are its evidence and are named in the message. rho alone never decides.
+    A non-finite loss or gradient (it stopped the run), or a blow-up the run never came back
+    from (`blow_up`: the event of the first step at which `blew_up` held), is "diverged", with
+    the step, the loss and rho before and after, and the likely remedy. Otherwise the label is
+    the final model's verdict on held-out data (`judge_network`), and rho(W_h), the spikes,
+    vanishing stretches and clipping are its evidence and are named in the message.
     """
     spikes = [e["step"] for e in events if e.get("kind") == "spike"]
     stretches = [(e["since"], e["step"]) for e in events if e.get("kind") == "vanishing"]
@@ -275,19 +412,49 @@ def judge_training(
         "clip_share": clip_count / steps_done if steps_done else None,
         metric: final_metric,
     }
+    update = (blow_up or {}).get("update_ratio")
+    # an update of at most 10 % of the weights' norm, or a tenth of the rate when the update was small
+    smaller = lr * 0.1 / update if update is not None and update > 0.1 else lr / 10
+    remedy = f"a smaller learning rate (--lr {float(f'{smaller:.1g}'):g} or below)" + (
+        " or gradient clipping (--clip 1)" if clip is None else f" (gradients are clipped at {clip:g} already)"
+    )
+    b = blow_up
+    blew = ""
+    if b is not None:
+        rho_txt = ""
+        if b.get("rho_before") is not None and b.get("rho_after") is not None:
+            rho_txt = f", rho(W_h) {b['rho_before']:.3g} -> {b['rho_after']:.3g}"
+        ratio = b.get("norm_ratio")
+        blew = f"blew up at step {b['step']}: the loss went {b['loss_before']:.3g} -> {b['loss']:.3g}{rho_txt}"
+        if ratio is not None:
+            blew += f" (the weights {ratio:.3g}x their first norm)"
     if diverged_at is not None:
+        stopped = (
+            f"the loss or gradient became non-finite at step {diverged_at}; "
+            f"the parameters of step {diverged_at - 1} were kept"
+        )
+        message = f"{blew}, and {stopped}" if b is not None else f"diverged at step {diverged_at}: {stopped}"
+        first = b["step"] if b is not None else diverged_at
         return Verdict(
             "diverged",
             "training",
-            f"diverged at step {diverged_at}: the loss or gradient became non-finite; the parameters of "
-            f"step {diverged_at - 1} were kept",
-            {**evidence, "diverged_at": diverged_at},
+            f"{message}. Likely remedy: {remedy}",
+            {**evidence, "diverged_at": first, "nonfinite_at": diverged_at, "blow_up": b},
         )
-    if trace_verdict is None:
+    if b is not None and not recovered:
+        return Verdict(
+            "diverged",
+            "training",
+            f"{blew} and did not come back (final loss {b['final_loss']:.3g}). Likely remedy: {remedy}",
+            {**evidence, "diverged_at": b["step"], "nonfinite_at": None, "blow_up": b},
+        )
+    if network is None:
         return Verdict(
             "undetermined", "training", "no trace of the final model (the forward pass overflowed)", evidence
         )
     notes = []
+    if blow_up is not None:
+        notes.append(f"the loss blew up at step {blow_up['step']} and came back")
     if rho is not None:
         notes.append(f"rho(W_h) = {rho:.3g}")
     if spikes:
@@ -296,8 +463,8 @@ def judge_training(
         notes.append(f"{len(stretches)} stretch(es) of vanishing gradient norms")
     if clip_count:
         notes.append(f"clipped on {clip_count} of {steps_done} steps")
-    msg = "final model on held-out data: " + trace_verdict.message + ("; " + ", ".join(notes) if notes else "")
-    return Verdict(trace_verdict.label, trace_verdict.basis, msg, {**trace_verdict.evidence, **evidence})
+    msg = "final model on held-out data: " + network.message + (". Training: " + "; ".join(notes) if notes else "")
+    return Verdict(network.label, network.basis, msg, {**network.evidence, **evidence, "blow_up": blow_up})
 
 
 def judge_truncation(

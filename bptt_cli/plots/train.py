@@ -24,33 +24,50 @@ def _series(rows: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(steps, float), np.asarray(values, float)
 
 
-def _mark_divergence(ax, diverged_at: int | None) -> None:
+def _mark(ax, diverged_at: int | None, events: Sequence[dict] = ()) -> None:  # noqa: ANN001 - an Axes
+    """Vertical lines at the blow-up (the loss and weights left the run's range) and at divergence."""
+    for e in events:
+        if e.get("kind") == "blow-up":
+            ax.axvline(e["step"], color="C1", linestyle="--", linewidth=1, label=f"blew up at step {e['step']}")
     if diverged_at is not None:
-        ax.axvline(diverged_at, color="red", linestyle="--", linewidth=1, label=f"diverged at step {diverged_at}")
+        ax.axvline(diverged_at, color="red", linestyle="--", linewidth=1, label=f"non-finite at step {diverged_at}")
+
+
+def _log_if_wide(ax, values: np.ndarray, ratio: float = 100.0) -> None:  # noqa: ANN001 - an Axes
+    """A log y-axis when the values are positive and span more than `ratio`: a linear axis
+    dominated by one huge value flattens everything else."""
+    if values.size and np.all(values > 0) and values.max() > ratio * values.min():
+        ax.set_yscale("log")
 
 
 def curves_plot(
-    path: Path, rows: Sequence[dict], *, metric: str, chance: float | None = None, diverged_at: int | None = None
+    path: Path,
+    rows: Sequence[dict],
+    *,
+    metric: str,
+    chance: float | None = None,
+    diverged_at: int | None = None,
+    events: Sequence[dict] = (),
 ) -> Path:
     """Training loss (left) and the task metric on held-out data (right) against the step."""
     plt = pyplot()
     fig, (ax_l, ax_m) = plt.subplots(1, 2, figsize=(10, 3.8))
     steps, loss = _series(rows, "loss")
-    ax_l.plot(steps, loss, color="C0")
-    if loss.size and np.all(loss > 0):
-        ax_l.set_yscale("log")
+    ax_l.plot(steps, loss, color="C0", marker="." if loss.size < 40 else None)
+    _log_if_wide(ax_l, loss, ratio=10.0)
     ax_l.set_xlabel("training step")
     ax_l.set_ylabel("training loss")
     ax_l.set_title("loss")
     steps, values = _series(rows, "metric")
-    ax_m.plot(steps, values, color="C1", marker="." if values.size < 40 else None)
+    ax_m.plot(steps, values, color="C2", marker="." if values.size < 40 else None)
+    _log_if_wide(ax_m, values)
     if chance is not None:
         ax_m.axhline(chance, color="grey", linestyle=":", label=f"chance / baseline {chance:.3g}")
     ax_m.set_xlabel("training step")
     ax_m.set_ylabel(metric)
     ax_m.set_title(f"{metric} (held out)")
     for ax in (ax_l, ax_m):
-        _mark_divergence(ax, diverged_at)
+        _mark(ax, diverged_at, events)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -72,7 +89,13 @@ def grad_norm_plot(
     fig, ax = plt.subplots(figsize=(7, 3.8))
     steps, norms = _series(rows, "grad_norm")
     positive = norms > 0
-    ax.plot(steps[positive], norms[positive], color="C0", label="||g|| before clipping")
+    ax.plot(
+        steps[positive],
+        norms[positive],
+        color="C0",
+        marker="." if positive.sum() < 40 else None,
+        label="||g|| before clipping",
+    )
     clipped = [r["step"] for r in rows if r.get("clipped") and isinstance(r.get("grad_norm"), (int, float))]
     if clipped:
         at = {s: n for s, n in zip(steps, norms, strict=True)}
@@ -93,7 +116,7 @@ def grad_norm_plot(
         ax.axvspan(e["since"], e["step"], color="grey", alpha=0.2, label="vanishing stretch" if i == 0 else None)
     if clip is not None:
         ax.axhline(clip, color="C2", linestyle="--", label=f"clip threshold {clip:g}")
-    _mark_divergence(ax, diverged_at)
+    _mark(ax, diverged_at, events)
     if positive.any():
         ax.set_yscale("log")
     ax.set_xlabel("training step")
@@ -104,18 +127,24 @@ def grad_norm_plot(
     return save(fig, path)
 
 
-def rho_plot(path: Path, rows: Sequence[dict], *, diverged_at: int | None = None) -> Path:
-    """rho(W_h) by warm-started power iteration over training, against the line rho = 1."""
+def rho_plot(path: Path, rows: Sequence[dict], *, diverged_at: int | None = None, events: Sequence[dict] = ()) -> Path:
+    """|lambda_1(W_h)| at the logged steps over training (hollow markers: Krylov estimates not
+    converged to the tolerance), against the line rho = 1; log scale when the range demands."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     steps, rho = _series(rows, "rho")
-    ax.plot(steps, rho, color="C4", label="rho(W_h)")
+    ax.plot(steps, rho, color="C4", marker="." if rho.size < 40 else None, label="rho(W_h)")
+    rough = [(r["step"], r["rho"]) for r in rows if r.get("rho_exact") is False and isinstance(r.get("rho"), float)]
+    if rough:
+        xs, ys = zip(*rough, strict=True)
+        ax.scatter(xs, ys, facecolors="none", edgecolors="C3", zorder=3, label="estimate (not converged)")
     ax.axhline(1.0, color="grey", linestyle=":", label="rho = 1")
-    _mark_divergence(ax, diverged_at)
+    _mark(ax, diverged_at, events)
+    _log_if_wide(ax, np.append(rho, 1.0))
     ax.set_xlabel("training step")
     ax.set_ylabel("spectral radius of W_h")
     ax.set_title("rho(W_h) over training")
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path)
 
@@ -177,9 +206,11 @@ def training_plots(
     """
     folder = Path(folder)
     paths = [
-        curves_plot(folder / "train-curves.png", rows, metric=metric, chance=chance, diverged_at=diverged_at),
+        curves_plot(
+            folder / "train-curves.png", rows, metric=metric, chance=chance, diverged_at=diverged_at, events=events
+        ),
         grad_norm_plot(folder / "train-grad-norm.png", rows, clip=clip, diverged_at=diverged_at, events=events),
-        rho_plot(folder / "train-rho.png", rows, diverged_at=diverged_at),
+        rho_plot(folder / "train-rho.png", rows, diverged_at=diverged_at, events=events),
     ]
     heat = heatmap_plot(folder / "train-grad-heatmap.png", rows)
     if heat is not None:

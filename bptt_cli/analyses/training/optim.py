@@ -115,8 +115,15 @@ def step(opt: Optimizer, params: Any, grads: Any, state: OptState) -> tuple[Any,
 
 
 def global_norm(grads: Any) -> float:
-    """||g|| over all parameters together."""
-    return float(np.sqrt(sum(float(np.vdot(v, v)) for v in grads.as_dict().values())))
+    """||g|| over all parameters together (scaled when the squares overflow, as a blown-up run's do)."""
+    arrays = list(grads.as_dict().values())
+    squares = sum(float(np.vdot(v, v)) for v in arrays)
+    if np.isfinite(squares):
+        return float(np.sqrt(squares))
+    top = max((float(np.max(np.abs(v))) for v in arrays if v.size), default=0.0)
+    if not np.isfinite(top):
+        return top
+    return top * float(np.sqrt(sum(float(np.vdot(v / top, v / top)) for v in arrays)))
 
 
 def clip_by_norm(grads: Any, theta: float | None) -> tuple[Any, float, bool]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from bptt_cli.analyses.training import optim
+from bptt_cli.io.jsondoc import jsonable
 
 
 def _plain(obj: Any) -> Any:
@@ -39,8 +40,11 @@ class TrainState:
     reference_norm : median norm of the first window (vanishing detection), or None
     vanish_run : current stretch of steps with vanishing norms
     clip_count : steps on which clipping changed the gradient
-    events : spikes, vanishing stretches, divergence (dicts with 'step' and 'kind')
+    events : spikes, vanishing stretches, blow-ups, divergence (dicts with 'step' and 'kind')
     xi_rng_state : the state of the truncation strategy's own generator (Strategy.xi_rng), if any
+    first_loss, first_norm : the loss of step 1 and the norm of the initial parameters, the
+        references of the blow-up detector (core.verdict.blew_up)
+    blow_up : the event of the first step at which the run blew up, or None
     """
 
     params: Any
@@ -56,6 +60,9 @@ class TrainState:
     clip_count: int = 0
     events: tuple[dict, ...] = ()
     xi_rng_state: dict | None = None
+    first_loss: float | None = None
+    first_norm: float | None = None
+    blow_up: dict | None = None
 
     def to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, meta): arrays for checkpoint extras (no params: they are saved as the model),
@@ -74,8 +81,11 @@ class TrainState:
             "reference_norm": self.reference_norm,
             "vanish_run": self.vanish_run,
             "clip_count": self.clip_count,
-            "events": list(self.events),
+            "events": jsonable(list(self.events))[0],  # a blown-up run's numbers may be inf: null
             "xi_rng_state": None if self.xi_rng_state is None else _plain(self.xi_rng_state),
+            "first_loss": self.first_loss,
+            "first_norm": self.first_norm,
+            "blow_up": jsonable(self.blow_up)[0],
         }
         return arrays, meta
 
@@ -102,6 +112,9 @@ class TrainState:
             clip_count=int(meta.get("clip_count", 0)),
             events=tuple(meta.get("events", ())),
             xi_rng_state=meta.get("xi_rng_state"),
+            first_loss=meta.get("first_loss"),
+            first_norm=meta.get("first_norm"),
+            blow_up=meta.get("blow_up"),
         )
 
 

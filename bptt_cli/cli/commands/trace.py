@@ -14,6 +14,7 @@ from bptt_cli.cli.options import (
     DataTaskOpt,
     EpsOpt,
     FailOnOpt,
+    H0Opt,
     HiddenOpt,
     Init,
     InitOpt,
@@ -64,6 +65,7 @@ def command(
     inputs: InputsOpt = None,
     delay: DataDelayOpt = None,
     alphabet: DataAlphabetOpt = None,
+    h0: H0Opt = D.h0,
     signal: Annotated[
         SignalChoice,
         choice("--signal", SignalChoice, "The signal the verdict judges: the last loss alone, or all losses"),

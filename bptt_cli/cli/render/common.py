@@ -16,6 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from bptt_cli.core.signal import SignalTrace
+
 COLOURS = {"stable": "green", "exploding": "red", "diverged": "red", "vanishing": "yellow", "undetermined": "magenta"}
 
 
@@ -157,6 +159,7 @@ EVIDENCE_LABELS = {
     "lyapunov_gain": "Lyapunov gain per step",
     "start_fraction": "signal reaching step 1",
     "suggested_window": "suggested truncation window",
+    "suggested_window_extrapolated": "window extrapolated beyond T",
     "steps_done": "steps done",
     "spikes": "gradient spikes",
     "first_spikes": "first spikes at steps",
@@ -164,6 +167,14 @@ EVIDENCE_LABELS = {
     "clip_count": "clipped steps",
     "clip_share": "share of steps clipped",
     "diverged_at": "diverged at step",
+    "nonfinite_at": "non-finite at step",
+    "span_needed": "steps back the task needs",
+    "signal_at_span": "signal there, relative to T",
+    "ln_signal_at_span": "ln of that",
+    "horizon": "steps the signal reaches back",
+    "horizon_method": "how the reach was found",
+    "gain_not_claimed": "no per-step gain, because",
+    "fitted_slope_gain": "exp(slope) of the poor fit",
     "linear": "linear network",
     "gain_bound": "per-step gain at most",
     "unbiased": "unbiased estimators",
@@ -175,7 +186,7 @@ EVIDENCE_LABELS = {
     "mse": "held-out mse",
     "perplexity": "held-out perplexity",
 }
-_SKIP = {"fit", "sigma_statement", "rho_statement"}  # repeated elsewhere in the evidence or the message
+_SKIP = {"fit", "sigma_statement", "rho_statement", "blow_up", "weaker_bases"}  # in the message already
 
 
 def _evidence_value(value: Any) -> str:
@@ -199,3 +210,20 @@ def evidence_rows(evidence: dict[str, Any]) -> list[list[str]]:
             continue
         rows.append([EVIDENCE_LABELS.get(key, key.replace("_", " ")), _evidence_value(value)])
     return rows
+
+
+def signal_summary(s: SignalTrace) -> str:
+    """One line: the horizon of the last loss's signal, the truncation window it suggests (marked
+    when it is extrapolated beyond the T - 1 steps traced) and the signal's fraction at t = 1."""
+    h, T = s.horizon, s.seq_len
+    horizon = f"{h.steps:.4g} steps ({h.method})" if h.steps is not None else f"{h.method} (the signal does not decay)"
+    if s.suggested_window is None:
+        window = "none (use full BPTT with clipping)"
+    elif h.method == "extrapolated":
+        window = f"{s.suggested_window} (extrapolated beyond T = {T})"
+    else:
+        window = str(s.suggested_window)
+    return (
+        f"horizon (eps = {h.eps:g}): {horizon}; suggested truncation window: {window}; "
+        f"||dl_T/dh_1|| / ||dl_T/dh_T|| = {fmt_ln(s.log_start_fraction)}"
+    )

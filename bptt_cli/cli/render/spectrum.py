@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from rich.text import Text
+
 from bptt_cli.analyses.spectrum import SpectrumResult
 from bptt_cli.cli.output import Output
-from bptt_cli.cli.render.common import caption, fmt, table, title, verdict_line
+from bptt_cli.cli.render.common import caption, fmt, signal_summary, table, title, verdict_line
 
 
 def render(o: Output, r: SpectrumResult) -> None:
@@ -59,8 +61,12 @@ def render(o: Output, r: SpectrumResult) -> None:
                 [[i + 1, float(x), float(g)] for i, (x, g) in enumerate(zip(ly.exponents, ly.gains, strict=True))],
             )
         )
+    if r.signal is not None:
+        fit = r.signal.fit
+        o.show(title("the last loss's gradient signal along the same trajectory"))
+        o.show(Text(f"per-step gain {fmt(fit.gain)} (r^2 {fmt(fit.r2)}); {signal_summary(r.signal)}"))
     for note in r.notes:
-        o.line(f"note: {note}")
+        o.note(note)
     for p in r.plots:
         o.line(f"plot: {p}")
     o.show(verdict_line(r.verdict))

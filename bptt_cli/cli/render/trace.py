@@ -7,7 +7,7 @@ from rich.text import Text
 
 from bptt_cli.analyses.trace import TraceResult
 from bptt_cli.cli.output import Output
-from bptt_cli.cli.render.common import caption, fmt, fmt_ln, table, title, verdict_line
+from bptt_cli.cli.render.common import caption, fmt, fmt_ln, signal_summary, table, title, verdict_line
 
 STAT_NAMES = {"mean_fprime": "mean f'"}
 
@@ -66,7 +66,7 @@ def render(o: Output, r: TraceResult) -> None:
         "none": "too costly to compute exactly",
     }[s.jacobian_kind]
     o.show(caption(f"k: steps back from T; batch means of per-sequence norms; ||J_t||: {how}"))
-    fit, fit_t, h = s.fit, s.fit_total, s.horizon
+    fit, fit_t = s.fit, s.fit_total
     o.show(title("theory beside measurement (per-step gain of the gradient signal)"))
     o.show(
         table(
@@ -80,16 +80,9 @@ def render(o: Output, r: TraceResult) -> None:
             ],
         )
     )
-    horizon = f"{h.steps:.4g} steps ({h.method})" if h.steps is not None else f"{h.method} (the signal does not decay)"
-    window = s.suggested_window if s.suggested_window is not None else "none (use full BPTT with clipping)"
-    o.show(
-        Text(
-            f"horizon (eps = {h.eps:g}): {horizon}; suggested truncation window: {window}; "
-            f"||dl_T/dh_1|| / ||dl_T/dh_T|| = {fmt_ln(s.log_start_fraction)}"
-        )
-    )
-    if r.matrix_verdict is not None:
-        o.show(Text(f"spectrum from the matrix alone: {r.matrix_verdict.label} ({r.matrix_verdict.message})"))
+    o.show(Text(signal_summary(s)))
+    for note in r.notes:
+        o.note(note)
     o.show(verdict_line(r.verdict))
     for p in r.plots:
         o.line(f"plot: {p}")

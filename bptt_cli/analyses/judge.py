@@ -1,0 +1,91 @@
+"""What a verdict on one network on its data rests on, gathered the same way for train, trace
+and spectrum, so that one checkpoint on one data set gets one label from each of them.
+
+The judgment itself is `core.verdict.judge_network`; this module only collects its inputs:
+the traced signal, the span the task depends on, the Lyapunov gain, rho and sigma_max of W_h,
+and notes about the trajectory (a fixed point).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bptt_cli.analyses.tasks import Batch, Task, needed_span
+from bptt_cli.core.cells import Cell
+from bptt_cli.core.eigen import dense_spectral_radius
+from bptt_cli.core.lyapunov import settled_at
+from bptt_cli.core.signal import SignalTrace
+from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_network
+
+
+def network_verdict(
+    cell: Cell,
+    signal: SignalTrace | None,
+    *,
+    task: Task | None,
+    batch: Batch,
+    which: str = "last",
+    lyapunov_gain: float | None = None,
+    rho: float | None = None,
+    tol: float = DEFAULT_TOL,
+    eps: float = 1e-3,
+    evidence: dict[str, Any] | None = None,
+) -> Verdict:
+    """judge_network on a cell and the batch it ran on.
+
+    task, batch : the task the batch is from (None for random or file inputs): with the last
+        loss's signal, the verdict is taken at the span the task depends on (`needed_span`)
+    rho : |lambda_1(W_h)| when the caller has it already (else numpy's eigvals)
+    """
+    W = cell.recurrent_matrix()
+    sigma_max = getattr(cell, "sigma_max", None)
+    if W is not None and rho is None:
+        rho = dense_spectral_radius(W)
+    span = None if task is None or which != "last" else needed_span(task, batch)
+    ev = dict(evidence or {})
+    if signal is not None:
+        ev.setdefault("suggested_window", signal.suggested_window)
+        ev.setdefault("suggested_window_extrapolated", window_extrapolated(signal))
+    return judge_network(
+        signal,
+        which=which,
+        span=span,
+        task=None if task is None else task.name,
+        lyapunov_gain=lyapunov_gain,
+        rho=rho,
+        sigma_max=sigma_max,
+        gamma=cell.gamma or 1.0,
+        linear=bool(getattr(getattr(cell, "activation", None), "linear", False)),
+        tol=tol,
+        eps=eps,
+        evidence=ev,
+    )
+
+
+def window_extrapolated(signal: SignalTrace) -> bool:
+    """The suggested window comes from the fitted gain, beyond the T - 1 steps traced."""
+    return signal.horizon.method == "extrapolated"
+
+
+def fixed_point_note(cell: Cell, x: np.ndarray, h0: np.ndarray | None) -> str | None:
+    """A warning when the trajectory x drives from h0 sits at a fixed point for at least the
+    second half of its steps. Started there (it never moves): its exponents and signal are the
+    fixed point's, which may be unstable and say nothing of the attractor a generic start
+    reaches. Converged there: it is an attracting fixed point, and the numbers are its."""
+    T = x.shape[0]
+    t = settled_at(cell.run(x, h0).states)
+    if t is None or T - t + 1 < max(2, T // 2):
+        return None
+    if t == 1:
+        start = "h0 = 0" if h0 is None else "this h0"
+        return (
+            f"the trajectory never leaves its start ({start} is a fixed point of these inputs): the Lyapunov "
+            "exponents and the traced signal are the fixed point's, not those of the attractor a generic "
+            "start reaches. Try --h0 random or non-zero inputs"
+        )
+    return (
+        f"the trajectory settles at a fixed point from step {t} on: the Lyapunov exponents and the "
+        "traced signal are those of that attracting fixed point"
+    )
