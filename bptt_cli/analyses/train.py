@@ -45,6 +45,7 @@ from bptt_cli.io.runfolder import (
     SUMMARY,
     MetricsLog,
     discard_folder,
+    new_folder,
     prepare_folder,
     read_metrics,
     write_json,
@@ -287,7 +288,11 @@ def run(
     cell = RNNCell(params, c.activation)
 
     # ---- the run folder: refuse to overwrite another run's checkpoint
-    folder, created = prepare_folder(c.out if c.out is not None else Path("runs") / f"train-{_stamp()}")
+    if c.out is None:
+        folder, created = new_folder(Path("runs"), f"train-{_stamp()}"), True
+        prepare_folder(folder)
+    else:
+        folder, created = prepare_folder(c.out)
     c = replace(c, out=folder)
     source = None if c.resume is None else (c.resume if c.resume.is_dir() else c.resume.parent)
     same_folder = source is not None and folder.resolve() == source.resolve()

@@ -127,6 +127,27 @@ def prepare_folder(path: Path) -> tuple[Path, bool]:
     return path, created
 
 
+def new_folder(parent: Path, stem: str) -> Path:
+    """A folder under `parent` named `stem`, or `stem-2`, `stem-3`, ... : the first name no one
+    has, claimed with an exclusive mkdir so that two runs started in the same second never share
+    one. The folder is created (empty)."""
+    parent = Path(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create {parent}/ for the run folder ({e.strerror or e})") from None
+    for i in range(1, 10_000):
+        path = parent / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise OSError(f"cannot create the run folder {path} ({e.strerror or e})") from None
+        return path
+    raise OSError(f"{parent}/ holds 10,000 folders named {stem}-N: give --out")
+
+
 def _remove_empty(path: Path) -> None:
     try:
         path.rmdir()

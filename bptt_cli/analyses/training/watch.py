@@ -20,9 +20,9 @@ from bptt_cli.core.cells import Cell
 from bptt_cli.core.eigen import dense_spectral_radius, dominant_eigenvalue
 from bptt_cli.core.signal import SignalTrace, trace
 
-# numpy's eigvals up to this H (0.5 ms at H = 64, 3.6 ms at 128, 19 ms at 256 on the benchmark
-# machine: benchmarks/README.md); above it, warm-started Krylov-Schur with a convergence flag
-DENSE_RHO_MAX = 128
+# numpy's eigvals up to this H; above it warm-started Krylov-Schur (with its convergence flag)
+# costs less per log step (benchmarks/bench_rho.py measures where the two cross)
+DENSE_RHO_MAX = 256
 RHO_TOL = 1e-10
 
 
