@@ -13,6 +13,8 @@ import examples  # noqa: E402
 
 README = ROOT / "README.md"
 README_EXAMPLES = examples.find(README)
+# the worked examples of the verdicts: each is a case the verdict once got wrong
+VERDICT_EXAMPLES = examples.find(ROOT / "docs" / "verdicts.md")
 
 
 def test_the_readme_is_the_front_door():
@@ -40,6 +42,12 @@ def test_every_command_has_its_manual():
 def test_readme_example_matches_the_command(example):
     problems = examples.differences(example.body, examples.run(example.command))
     assert not problems, "README example is stale (run `make docs`):\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("example", VERDICT_EXAMPLES, ids=[e.command[:60] for e in VERDICT_EXAMPLES])
+def test_verdict_example_matches_the_command(example):
+    problems = examples.differences(example.body, examples.run(example.command))
+    assert not problems, "docs/verdicts.md example is stale (run `make docs`):\n" + "\n".join(problems)
 
 
 def test_the_checker_notices_a_changed_figure():

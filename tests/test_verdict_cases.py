@@ -13,6 +13,8 @@ mean-field theory, numpy's eigvals), with fixed seeds: docs/verdicts.md tells ea
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +28,11 @@ from bptt_cli.cli.render.common import _SKIP, EVIDENCE_LABELS
 from bptt_cli.core.cells import RNNCell
 from bptt_cli.core.rnn import Params, init_params
 from bptt_cli.core.verdict import BLOW_UP, blew_up
-from bptt_cli.io.checkpoint import load_checkpoint, save_checkpoint
+from bptt_cli.io.checkpoint import load_checkpoint
 from bptt_cli.io.runfolder import read_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools import verdict_models  # noqa: E402 - the models docs/verdicts.md shows
 
 runner = CliRunner()
 
@@ -102,21 +107,9 @@ def test_a_healthy_run_has_no_blow_up(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- 2. a nilpotent W_h that explodes
 
 
-def nilpotent_checkpoint(path) -> Params:
-    """Four blocks N = 3 [1; 1][1, -1] (N^2 = 0, so rho = 0; sigma_max = 6) and a bias that saturates
-    the second unit of each block, so that diag(f'(a_t)) N N ... does not vanish."""
-    N = np.array([[3.0, -3.0], [3.0, -3.0]])
-    W_h = np.kron(np.eye(4), N)
-    rng = np.random.default_rng(0)
-    p = Params(
-        W_x=rng.normal(size=(8, 1)), W_h=W_h, b=np.tile([1.5, 5.0], 4), W_y=rng.normal(size=(2, 8)), c=np.zeros(2)
-    )
-    save_checkpoint(path, p, {"kind": "test", "options": {"activation": "tanh"}})
-    return p
-
-
 def test_a_nilpotent_matrix_can_explode_along_a_trajectory(tmp_path):
-    p = nilpotent_checkpoint(tmp_path / "nil.npz")
+    verdict_models.write("nilpotent", tmp_path / "nil.npz")
+    p = verdict_models.nilpotent_params()
     # the trajectory is chaotic (the forward map stretches as the gradient grows), so two correct
     # forward passes whose rounding differs part after ~70 steps: T = 40 keeps that below 1e-7
     T = 40
@@ -155,11 +148,9 @@ def test_a_nilpotent_matrix_can_explode_along_a_trajectory(tmp_path):
 
 
 def test_sigma_max_below_one_is_guaranteed_vanishing(tmp_path):
-    rng = np.random.default_rng(4)
-    U, _ = np.linalg.qr(rng.normal(size=(16, 16)))
-    V, _ = np.linalg.qr(rng.normal(size=(16, 16)))
-    W = U @ np.diag(np.linspace(0.99, 0.1, 16)) @ V.T
-    np.save(tmp_path / "w.npy", W)
+    W = verdict_models.contraction_matrix()
+    verdict_models.write("contraction", tmp_path / "w.npy")
+    assert np.linalg.norm(W, 2) == pytest.approx(0.99, rel=1e-12)
     doc = cli("spectrum", "--model", tmp_path / "w.npy", "--lyapunov", "0")
     v = doc["verdict"]
     assert (v["label"], v["basis"]) == ("vanishing", "sigma_max")

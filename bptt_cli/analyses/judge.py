@@ -74,6 +74,8 @@ def fixed_point_note(cell: Cell, x: np.ndarray, h0: np.ndarray | None) -> str | 
     second half of its steps. Started there (it never moves): its exponents and signal are the
     fixed point's, which may be unstable and say nothing of the attractor a generic start
     reaches. Converged there: it is an attracting fixed point, and the numbers are its."""
+    if getattr(getattr(cell, "activation", None), "linear", False):
+        return None  # J_t = W_h wherever the state is: a fixed point changes nothing
     T = x.shape[0]
     t = settled_at(cell.run(x, h0).states)
     if t is None or T - t + 1 < max(2, T // 2):

@@ -288,7 +288,7 @@ def load_source(
             T = data_opts.seq_len or DEFAULT_SEQ_LEN
             B = data_opts.batch or DEFAULT_BATCH
             x = data_opts.input_scale * rng.normal(size=(T, B, cell.input_size))  # (T, B, D)
-            data = f"random N(0, {data_opts.input_scale:g}^2) inputs"
+            data = f"random N(0, {data_opts.input_scale:g}^2) inputs" if data_opts.input_scale else "zero inputs"
         T, B, _ = x.shape
         targets = _random_targets(rng, lossname, T, B, cell.output_size)
         batch = Batch(x=x, targets=targets, mask=np.ones((T, B)))

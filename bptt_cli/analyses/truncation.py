@@ -29,7 +29,8 @@ from bptt_cli.analyses.influence import (
     theta_gradient,
     train_theta,
 )
-from bptt_cli.analyses.tasks import Task, make_task, sample_batch
+from bptt_cli.analyses.judge import network_verdict
+from bptt_cli.analyses.tasks import Batch, Task, make_task, sample_batch
 from bptt_cli.analyses.training.loop import fit
 from bptt_cli.analyses.training.optim import OPTIMIZERS, Optimizer
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
@@ -39,7 +40,7 @@ from bptt_cli.core.rnn import INITS, Params, init_params
 from bptt_cli.core.signal import trace
 from bptt_cli.core.truncation import SPEC_FORMS, Strategy, carried_work, parse_strategies, propagate_weights
 from bptt_cli.core.validate import DTYPES, check_choice, check_float, check_int, check_optional_positive, options
-from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_signal, judge_truncation
+from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_truncation
 from bptt_cli.io.checkpoint import load_checkpoint
 from bptt_cli.io.runfolder import ensure_folder
 
@@ -636,10 +637,14 @@ def _start_point(c: CompareConfig, task: Task) -> tuple[Cell, str]:
     return RNNCell(params, c.activation), f"a fresh {c.init} initialisation"
 
 
-def _signal_verdict(cell: Cell, x: np.ndarray, targets: Any, loss: str, mask: Any, c: CompareConfig) -> Verdict:
-    """The full gradient's signal at the comparison point (the last loss, as `trace` judges it)."""
+def _signal_verdict(
+    cell: Cell, x: np.ndarray, targets: Any, loss: str, mask: Any, c: CompareConfig, task: Task | None = None
+) -> Verdict:
+    """The full gradient's signal at the comparison point, judged as train and trace judge a
+    network (at the task's span, when the batch is a task's)."""
     sig = trace(cell, x, targets, loss=loss, mask=mask, eps=c.eps, jacobian="bound")
-    return judge_signal(sig, tol=c.verdict_tol, eps=c.eps)
+    batch = Batch(x=x, targets=targets, mask=mask)
+    return network_verdict(cell, sig, task=task, batch=batch, tol=c.verdict_tol, eps=c.eps)
 
 
 def run(config: CompareConfig) -> CompareResult:
@@ -677,7 +682,7 @@ def run(config: CompareConfig) -> CompareResult:
             log_every=c.log_every,
             target=c.target_value,
         )
-    signal = _signal_verdict(cell, batch.x, batch.targets, task.loss, batch.mask, c)
+    signal = _signal_verdict(cell, batch.x, batch.targets, task.loss, batch.mask, c, task)
     verdict = judge_truncation(
         signal,
         unbiased=[r.spec for r in stats.rows if r.bias_consistent],

@@ -314,6 +314,13 @@ BASIS_WORDS = {
 }
 
 
+# the whole-sequence trace as evidence beside the task's span ("its": the same signal)
+WHOLE_SEQUENCE_WORDS = {
+    "trace_last_loss": "its fitted gain over the whole sequence",
+    "trace_last_loss_net": "its net change over the whole sequence",
+}
+
+
 def judge_network(
     signal: SignalTrace | None = None,
     *,
@@ -345,11 +352,13 @@ def judge_network(
         g = judge_gain(lyapunov_gain, basis="lyapunov", tol=tol)
         lyap = Verdict(g.label, g.basis, g.message + " along the trajectory", g.evidence)
     if signal is not None:
+        whole = judge_signal(signal, which, tol=tol, eps=eps, evidence=evidence)
         if span is not None and which == "last":
+            # the whole sequence is evidence: a signal may die before t = 1 yet reach the task's span
             v = judge_task_horizon(signal, span, task or "the", eps=eps, evidence=evidence)
+            weaker = [w for w in (whole, lyap, matrix) if w is not None]
         else:
-            v = judge_signal(signal, which, tol=tol, eps=eps, evidence=evidence)
-        weaker = [w for w in (lyap, matrix) if w is not None]
+            v, weaker = whole, [w for w in (lyap, matrix) if w is not None]
     elif lyap is not None:
         v, weaker = lyap, [w for w in (matrix,) if w is not None]
     elif matrix is not None:
@@ -358,7 +367,7 @@ def judge_network(
         return Verdict("undetermined", "matrix_bounds", "nothing was measured", dict(evidence or {}))
     sentence = f"decided by {BASIS_WORDS[v.basis]}"
     if weaker:
-        said = ", ".join(f"{BASIS_WORDS[w.basis]} says {w.label}" for w in weaker)
+        said = ", ".join(f"{WHOLE_SEQUENCE_WORDS.get(w.basis, BASIS_WORDS[w.basis])} says {w.label}" for w in weaker)
         sentence += f"; {said} (evidence, not the label)"
     ev = {**v.evidence, "weaker_bases": {w.basis: w.label for w in weaker}}
     if matrix is not None:

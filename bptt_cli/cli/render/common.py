@@ -170,7 +170,7 @@ EVIDENCE_LABELS = {
     "nonfinite_at": "non-finite at step",
     "span_needed": "steps back the task needs",
     "signal_at_span": "signal there, relative to T",
-    "ln_signal_at_span": "ln of that",
+    "ln_signal_at_span": "ln of the signal there",
     "horizon": "steps the signal reaches back",
     "horizon_method": "how the reach was found",
     "gain_not_claimed": "no per-step gain, because",
@@ -202,11 +202,14 @@ def _evidence_value(value: Any) -> str:
     return cell_text(value)
 
 
-def evidence_rows(evidence: dict[str, Any]) -> list[list[str]]:
-    """The evidence of a verdict as (label, value) rows: human labels, nested bounds flattened."""
+def evidence_rows(evidence: dict[str, Any], shown: Iterable[str] = ()) -> list[list[str]]:
+    """The evidence of a verdict as (label, value) rows: human labels, nested bounds flattened.
+    Keys in `shown` (already in the command's own table), and values that are None or empty, are
+    left out of the table; the JSON document keeps every key."""
     rows = []
+    leave_out = _SKIP | set(shown)
     for key, value in evidence.items():
-        if key in _SKIP:
+        if key in leave_out or value is None or (isinstance(value, (list, tuple, dict)) and not value):
             continue
         if key == "bounds" and isinstance(value, dict):
             rows += [[EVIDENCE_LABELS.get(k, k), cell_text(v)] for k, v in value.items() if k.endswith("statement")]

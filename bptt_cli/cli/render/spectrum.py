@@ -52,7 +52,7 @@ def render(o: Output, r: SpectrumResult) -> None:
         o.show(
             title(
                 f"Lyapunov exponents along the trajectory ({ly.steps} steps after {warm} warm-up, "
-                f"batch {r.source.batch.x.shape[1]}, {r.source.data})"
+                f"batch {r.source.batch.x.shape[1]}, {r.source.data}, {r.source.start})"
             )
         )
         o.show(

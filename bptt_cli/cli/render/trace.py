@@ -41,7 +41,8 @@ def render(o: Output, r: TraceResult) -> None:
         )
     o.show(
         title(
-            f"trace: {src.cell.describe()}, {src.loss} loss, {src.data}, T={T} B={B} H={src.cell.hidden_size} "
+            f"trace: {src.cell.describe()}, {src.loss} loss, {src.data}, {src.start}, T={T} B={B} "
+            f"H={src.cell.hidden_size} "
             f"({src.model})"
         )
     )

@@ -83,7 +83,8 @@ def render(o: Output, result: TrainResult) -> None:
     o.show(verdict_line(v))
     if v.evidence:
         o.show(title("evidence"))
-        o.show(table(["quantity", "value"], evidence_rows(v.evidence)))
+        shown = ("steps_done", "rho", "clip_count", r["metric"])  # in the table above
+        o.show(table(["quantity", "value"], evidence_rows(v.evidence, shown)))
     if result.sample is not None:
         o.show("sample:", Text(result.sample))
     files = r["files"]
