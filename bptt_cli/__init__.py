@@ -8,28 +8,43 @@ The library's public functions (docs/design.md section 2 has the layers):
     trace                        the gradient signal back through time (core/signal.py)
     dominant_eigenvalue          lambda_1 of a recurrent matrix (core/eigen.py)
     lyapunov_exponents           along a trajectory (core/lyapunov.py)
+
+They are imported on first use, so that `import bptt_cli` (and the console script's signal
+handling, bptt_cli/entry.py) runs before numpy is loaded.
 """
 
-from bptt_cli._version import __version__
-from bptt_cli.core.bptt import GradResult, NonFiniteError, gradients, loss_value
-from bptt_cli.core.cells import RNNCell
-from bptt_cli.core.eigen import dominant_eigenvalue
-from bptt_cli.core.lyapunov import lyapunov_exponents
-from bptt_cli.core.rnn import Params, Trajectory, forward, init_params
-from bptt_cli.core.signal import trace
+from __future__ import annotations
 
-__all__ = [
-    "GradResult",
-    "NonFiniteError",
-    "Params",
-    "RNNCell",
-    "Trajectory",
-    "__version__",
-    "dominant_eigenvalue",
-    "forward",
-    "gradients",
-    "init_params",
-    "loss_value",
-    "lyapunov_exponents",
-    "trace",
-]
+import importlib
+from typing import Any
+
+from bptt_cli._version import __version__
+
+_WHERE = {
+    "GradResult": "bptt_cli.core.bptt",
+    "NonFiniteError": "bptt_cli.core.bptt",
+    "gradients": "bptt_cli.core.bptt",
+    "loss_value": "bptt_cli.core.bptt",
+    "RNNCell": "bptt_cli.core.cells",
+    "dominant_eigenvalue": "bptt_cli.core.eigen",
+    "lyapunov_exponents": "bptt_cli.core.lyapunov",
+    "Params": "bptt_cli.core.rnn",
+    "Trajectory": "bptt_cli.core.rnn",
+    "forward": "bptt_cli.core.rnn",
+    "init_params": "bptt_cli.core.rnn",
+    "trace": "bptt_cli.core.signal",
+}
+
+__all__ = ["__version__", *sorted(_WHERE)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bptt_cli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,3 +1,3 @@
-from bptt_cli.cli.app import main
+from bptt_cli.entry import main
 
 main()

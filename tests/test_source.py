@@ -1,6 +1,7 @@
 """io/models.py and analyses/source.py: every way to hand bptt a model, and every way to get it wrong."""
 
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -59,6 +60,21 @@ class Evil:
         return (print, ("pwned",))
 
 
+def write_bomb(path):
+    """A 192-byte .npy whose header claims a (100000, 100000) float64 array (74.5 GiB)."""
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 2)))
+    header["shape"] = (100000, 100000)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 64)
+
+
+def zip_bomb(path):
+    write_bomb(path.with_suffix(".inner"))
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(path.with_suffix(".inner"), "W.npy")
+
+
 def bad_files(tmp_path):
     """(path, key, expected message fragment) for every bad input of issue 3."""
     cases = []
@@ -83,17 +99,20 @@ def bad_files(tmp_path):
         "pickled",
         lambda p: np.save(p, np.array([[{}, 1], [2, 3]], dtype=object), allow_pickle=True),
     )
-    add("garbage.npy", None, "not a readable .npy", lambda p: p.write_bytes(b"\x00\x01 not numpy"))
+    add("garbage.npy", None, "not a .npy, .npz or PyTorch file", lambda p: p.write_bytes(b"\x00\x01 not numpy"))
     add("two.npz", None, "holds 2 arrays", lambda p: np.savez(p, a=np.eye(2), b=np.eye(2)))
     add("nokey.npz", "W_h", "no array named 'W_h'", lambda p: np.savez(p, a=np.eye(2)))
     add("obj.npz", None, "pickled", lambda p: np.savez(p, a=np.array([None, 1], dtype=object)))
-    add("notzip.npz", None, "not an .npz archive", lambda p: p.write_bytes(b"plain text"))
+    add("notzip.npz", None, "not a .npy, .npz or PyTorch file", lambda p: p.write_bytes(b"plain text"))
     add("nokey.pt", None, "no tensor named 'weight_hh_l0'", lambda p: torch.save({"w": torch.eye(2)}, p))
     add("rect.pt", None, "not a square matrix", lambda p: torch.save({"weight_hh_l0": torch.ones(8, 2)}, p))
     add("cplx.pt", None, "complex", lambda p: torch.save({"weight_hh_l0": torch.eye(2, dtype=torch.complex64)}, p))
-    add("evil.pt", None, "weights_only", lambda p: torch.save({"weight_hh_l0": Evil()}, p))
+    add("evil.pt", None, "refuses to unpickle", lambda p: torch.save({"weight_hh_l0": Evil()}, p))
     add("list.pt", None, "not a state dict", lambda p: torch.save([1, 2], p))
-    add("w.txt", None, "unsupported file type", lambda p: p.write_text("1 0\n0 1\n"))
+    add("w.txt", None, "not a .npy, .npz or PyTorch file", lambda p: p.write_text("1 0\n0 1\n"))
+    add("bomb.npy", None, r"truncated or corrupt: its header claims shape \(100000, 100000\)", write_bomb)
+    add("bomb.npz", None, r"truncated or corrupt: its header claims shape \(100000, 100000\)", zip_bomb)
+    add("whole.pt", None, "save model.state_dict", lambda p: torch.save(torch.nn.Linear(2, 2), p))
     add("key.npy", "W", "--key applies", lambda p: np.save(p, np.eye(2)))
     return cases
 
@@ -103,8 +122,8 @@ def test_every_bad_file_is_one_clear_value_error(tmp_path, capsys):
         with pytest.raises(ValueError, match=match) as e:
             load_matrix(path, key)
         message = str(e.value)
-        assert str(path) in message, message
-        assert "\n" not in message
+        assert message.startswith(f"--model {path}"), message  # the option and the file the user typed
+        assert "\n" not in message and "\x1b" not in message and len(message) < 300, message
     assert "pwned" not in capsys.readouterr().out  # the pickled payload never ran
 
 

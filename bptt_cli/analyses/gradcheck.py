@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
-from bptt_cli.core.bptt import GradResult, gradients, loss_value
+from bptt_cli.core.bptt import GradResult, check_naive_length, gradients, loss_value
 from bptt_cli.core.losses import LOSSES
 from bptt_cli.core.rnn import PARAM_NAMES, Params, init_params
 from bptt_cli.core.validate import DTYPES, check_choice, check_float, check_int, check_positive_int, options
+from bptt_cli.io.memory import check_fits
 
 # Norm-wise relative-error tolerances, set by the numerics: central differences in float64
 # with step 1e-6 carry ~1e-10 rounding and O(eps^2) truncation error, so 1e-6 leaves room
@@ -179,6 +180,12 @@ class GradcheckConfig:
             check_choice("--dtype", self.dtype, tuple(DTYPES))
             check_float("--fd-step", self.fd_step, lo=0.0, lo_open=True)
             check_int("--seed", self.seed, min=0)
+        T, B, H, D, V = self.seq_len, self.batch, self.hidden, self.input, self.output
+        with options():
+            check_naive_length("--seq-len", T)  # gradcheck runs the naive method too
+        # the reference, naive and fused backward passes each hold states, adjoints and outputs
+        need = 8.0 * (3 * T * B * (3 * H + D + 2 * V) + 8 * (H * H + H * D + H * V))
+        check_fits(need, f"--seq-len {T} with --batch {B}, --hidden {H}, --input {D} and --output {V}")
 
 
 @dataclass(frozen=True)

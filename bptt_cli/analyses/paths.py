@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from bptt_cli.analyses.common import wants_plots
-from bptt_cli.core.bptt import GradResult, gradients, path_contributions
+from bptt_cli.core.bptt import GradResult, check_naive_length, gradients, path_contributions
 from bptt_cli.core.rnn import Params, init_params
 from bptt_cli.core.validate import check_float, check_int, options
+from bptt_cli.io.memory import check_fits
 from bptt_cli.io.runfolder import ensure_folder
 
 
@@ -49,6 +50,11 @@ class PathsConfig:
                     f"`--lengths` needs at least two different lengths to fit an exponent; got {self.lengths}"
                 )
         wants_plots(self.plots, self.out)
+        T, B, H, D = max((self.seq_len, *self.lengths)), self.batch, self.hidden, self.input
+        with options():
+            check_naive_length("--seq-len" if T == self.seq_len else "--lengths", T)
+        # states, adjoints, inputs and the loss gradient of the longest run, and the path sums
+        check_fits(8.0 * (T * B * (6 * H + D) + 5 * H * (H + D)), f"--seq-len {T} with --batch {B} and --hidden {H}")
 
     @property
     def draws(self) -> bool:

@@ -22,6 +22,8 @@ from bptt_cli.core.cells import Cell, RNNCell
 from bptt_cli.core.losses import LOSSES, get_loss
 from bptt_cli.core.rnn import INITS, Params, init_params, scale_to_spectral_radius
 from bptt_cli.core.validate import OptionError, check_choice, check_float, check_int
+from bptt_cli.io.filekind import check_npy_header
+from bptt_cli.io.memory import check_fits
 from bptt_cli.io.models import ModelFile, open_model
 
 DATA_TASKS = ("random", *TASKS)
@@ -204,6 +206,9 @@ def _network(
         params = Params(W_x=fresh.W_x, W_h=W_h, b=fresh.b, W_y=fresh.W_y, c=fresh.c)
         origin, desc = "matrix", f"W_h from {mf.where}, with a random input and output layer"
     else:
+        H = opts.hidden
+        # W_h, its copies in the eigenvalue and singular value routines, and the other layers
+        check_fits(8.0 * (4 * H * H + H * (D + V + 1)), f"--hidden {H}")
         params = init_params(
             rng,
             input_size=D,
@@ -234,8 +239,12 @@ def load_inputs(path: Path, seq_len: int | None, batch: int | None, D: int) -> n
     """Inputs from a .npy file, (T, B, D) or (T, D) for one sequence; T and B come from the file
     (--seq-len and --batch may only take a leading part of it)."""
     try:
+        with open(path, "rb") as f:
+            check_npy_header(f, Path(path).stat().st_size, f"--inputs {path}")
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
+        if str(e).startswith("--inputs"):
+            raise
         raise ValueError(f"--inputs {path}: not a numeric .npy array without pickles ({e})") from None
     except (OSError, EOFError) as e:
         raise ValueError(f"--inputs {path}: cannot read ({e})") from None
@@ -270,6 +279,7 @@ def load_source(
     D = task.input_size if task is not None else model_opts.input
     V = 0 if not get_loss(lossname).uses_output else (task.output_size if task is not None else model_opts.output)
     cell, origin, desc = _network(model_opts, mf, saved, rng, D, V)
+    _check_trajectory_memory(cell, task, data_opts)
     if task is not None:
         if (cell.input_size, cell.output_size) != (task.input_size, task.output_size):
             raise ValueError(
@@ -307,6 +317,31 @@ def load_source(
     )
 
 
+# (T, B, .) arrays a trace and a trajectory hold at once: the states twice (the trace's run and
+# the Lyapunov run), the loss gradient, the adjoint chunk's share, the outputs, the inputs
+TRAJECTORY_ARRAYS = 5
+
+
+def trajectory_bytes(T: int, B: int, cell: Cell) -> float:
+    """What a trace (and a Lyapunov run) of T steps of B sequences holds, in bytes (float64)."""
+    S, D, V = cell.state_size, cell.input_size, max(cell.output_size, 1)
+    return 8.0 * T * B * (TRAJECTORY_ARRAYS * S + D + 2 * V)
+
+
+def _check_trajectory_memory(cell: Cell, task: Task | None, opts: DataOptions) -> None:
+    """Refuse sizes whose trajectory would not fit, before any of it is allocated."""
+    if opts.inputs is not None:
+        return  # the file's own header is checked where it is read, and T, B come from it
+    H = cell.hidden_size
+    if task is not None:
+        T, B = task.seq_len, max(opts.batch or DEFAULT_BATCH, 256)  # the held-out set is drawn whole
+        what = f"--batch {opts.batch or DEFAULT_BATCH} with the {task.name} task's T = {T} and H = {H}"
+    else:
+        T, B = opts.seq_len or DEFAULT_SEQ_LEN, opts.batch or DEFAULT_BATCH
+        what = f"--seq-len {T} with --batch {B} and H = {H}"
+    check_fits(trajectory_bytes(T, B, cell), what)
+
+
 def initial_state(h0: str, rng: np.random.Generator, B: int, S: int) -> tuple[np.ndarray | None, str]:
     """--h0: zeros (None), N(0, 1) per unit and sequence, or a .npy file holding (S,) (every
     sequence starts there) or (B, S). Returns the (B, S) state and one line naming it."""
@@ -315,8 +350,12 @@ def initial_state(h0: str, rng: np.random.Generator, B: int, S: int) -> tuple[np
     if h0 == "random":
         return rng.standard_normal((B, S)), "h0 ~ N(0, 1) per unit"
     try:
+        with open(h0, "rb") as f:
+            check_npy_header(f, Path(h0).stat().st_size, f"--h0 {h0}")
         arr = np.load(h0, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
+        if str(e).startswith("--h0"):
+            raise
         raise ValueError(f"--h0 {h0}: not a readable numeric .npy array without pickles ({e})") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
         raise ValueError(f"--h0 {h0}: not a real numeric array (dtype {getattr(arr, 'dtype', '?')})")

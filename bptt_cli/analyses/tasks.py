@@ -115,7 +115,13 @@ class Task:
         if self.name == "sine":
             out.update(noise=self.noise)
         if self.name == "text":
-            out.update(text=self.corpus.path, sampling=self.sampling, vocab_size=len(self.corpus.vocab))
+            out.update(
+                text=self.corpus.path,
+                sampling=self.sampling,
+                vocab_size=len(self.corpus.vocab),
+                vocab=self.corpus.vocab,
+                text_sha256=self.corpus.sha256,
+            )
         return out
 
 

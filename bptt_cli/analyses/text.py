@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ class Corpus:
     vocab: str  # the distinct characters, sorted; id = position
     train_ids: np.ndarray  # (N_train,) int
     heldout_ids: np.ndarray  # (N_heldout,) int
+    sha256: str = ""  # of the file's text: a resumed run tells a changed file from the same one
 
     def encode(self, text: str) -> np.ndarray:
         index = {ch: i for i, ch in enumerate(self.vocab)}
@@ -40,23 +42,21 @@ def read_text(path: str | Path) -> str:
     """The file's text; ValueError naming the file when it is missing, empty, binary or not UTF-8."""
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"`text` file {str(p)!r} does not exist")
+        raise ValueError(f"--text {p}: no such file")
     if not p.is_file():
-        raise ValueError(f"`text` {str(p)!r} is not a file")
+        raise ValueError(f"--text {p}: not a file")
     try:
         raw = p.read_bytes()
     except OSError as e:
-        raise ValueError(f"`text` file {str(p)!r} cannot be read ({e.strerror or e})") from None
+        raise ValueError(f"--text {p}: cannot be read ({e.strerror or e})") from None
     if not raw:
-        raise ValueError(f"`text` file {str(p)!r} is empty")
+        raise ValueError(f"--text {p}: the file is empty")
     if b"\x00" in raw:
-        raise ValueError(f"`text` file {str(p)!r} looks binary (it contains NUL bytes); give a UTF-8 text file")
+        raise ValueError(f"--text {p}: looks binary (it contains NUL bytes); give a UTF-8 text file")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(
-            f"`text` file {str(p)!r} is not valid UTF-8 (byte {e.start}); give a UTF-8 text file"
-        ) from None
+        raise ValueError(f"--text {p}: not valid UTF-8 (byte {e.start}); give a UTF-8 text file") from None
 
 
 def make_corpus(path: str | Path) -> Corpus:
@@ -65,4 +65,10 @@ def make_corpus(path: str | Path) -> Corpus:
     index = {ch: i for i, ch in enumerate(vocab)}
     ids = np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))  # (N,)
     n_held = int(len(ids) * HELDOUT_FRACTION)
-    return Corpus(path=str(path), vocab=vocab, train_ids=ids[: len(ids) - n_held], heldout_ids=ids[len(ids) - n_held :])
+    return Corpus(
+        path=str(path),
+        vocab=vocab,
+        train_ids=ids[: len(ids) - n_held],
+        heldout_ids=ids[len(ids) - n_held :],
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )

@@ -103,9 +103,9 @@ def _signal_dict(sig) -> dict:  # noqa: ANN001 - a core.signal.Signal
 
 def run(config: TraceConfig) -> TraceResult:
     c = config
-    folder = ensure_folder(c.out) if wants_plots(c.plots, c.out) else None  # a bad --out fails before any work
     rng = np.random.default_rng(c.seed)
-    src = load_source(c, c, rng, loss=c.loss)
+    src = load_source(c, c, rng, loss=c.loss)  # sizes refused here leave no folder behind
+    folder = ensure_folder(c.out) if wants_plots(c.plots, c.out) else None  # a bad --out fails before the work
     cell, b = src.cell, src.batch
     warmup = default_warmup(c.warmup, b.x.shape[0])
     if c.lyapunov:

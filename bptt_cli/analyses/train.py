@@ -9,6 +9,8 @@ from its checkpoint, so a resumed run continues under its own options.
 
 from __future__ import annotations
 
+import math
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from bptt_cli import signals
 from bptt_cli.analyses.common import config_dict
 from bptt_cli.analyses.tasks import SAMPLINGS, TASKS, Task, check_batch_size, make_task, sample_text
 from bptt_cli.analyses.training import optim
 from bptt_cli.analyses.training.loop import FitResult, fit
-from bptt_cli.analyses.training.state import TrainState
+from bptt_cli.analyses.training.state import TrainState, initial_state
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.cells import RNNCell
 from bptt_cli.core.rnn import INITS, init_params
@@ -38,23 +41,14 @@ from bptt_cli.core.validate import (
 from bptt_cli.core.verdict import DEFAULT_TOL, LABELS
 from bptt_cli.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from bptt_cli.io.jsondoc import document
-from bptt_cli.io.runfolder import (
-    CONFIG,
-    METRICS,
-    MODEL,
-    SUMMARY,
-    MetricsLog,
-    discard_folder,
-    new_folder,
-    prepare_folder,
-    read_metrics,
-    write_json,
-)
+from bptt_cli.io.memory import check_fits
+from bptt_cli.io.runfolder import CONFIG, METRICS, MODEL, SUMMARY, MetricsLog, RunFolder, read_metrics, write_json
 
 CHECKPOINT_KIND = "bptt-train"
 DEFAULT_STEPS = 500
 # what a resumed run may set anew; everything else is the checkpoint's
-RESUMABLE = ("steps", "epochs", "log_every", "out", "fail_on", "plots", "sample_len", "prime")
+RESUMABLE = ("steps", "epochs", "log_every", "out", "fail_on", "plots", "sample_len", "prime", "checkpoint_every")
+DEFAULT_CHECKPOINT_EVERY = "60s"
 
 
 @dataclass(frozen=True)
@@ -94,10 +88,14 @@ class TrainConfig:
     resume: Path | None = None
     fail_on: tuple[str, ...] = ()
     plots: bool = True
+    checkpoint_every: str = DEFAULT_CHECKPOINT_EVERY
     command_line: str = ""
 
     def __post_init__(self) -> None:
+        if self.text is not None:  # kept absolute, so that the run resumes from any folder
+            object.__setattr__(self, "text", Path(self.text).absolute())
         with options():
+            parse_every(self.checkpoint_every)
             check_choice("--task", self.task, TASKS)
             check_choice("--sampling", self.sampling, SAMPLINGS)
             check_int("--sample-len", self.sample_len, min=0)
@@ -143,12 +141,12 @@ class TrainConfig:
         `given` holds the options typed on this command line: RESUMABLE ones replace the saved
         values; any other one that differs from the run's own is a usage error.
         """
-        ckpt = load_checkpoint(resume / MODEL if resume.is_dir() else resume)
+        ckpt = load_checkpoint(resume / MODEL if resume.is_dir() else resume, option="--resume")
         saved = ckpt.config.get("options") if ckpt.config.get("kind") == CHECKPOINT_KIND else None
         if not isinstance(saved, dict) or not isinstance(ckpt.config.get("train_state"), dict):
             raise ValueError(f"--resume {resume}: the checkpoint was not written by `bptt train` (no training state)")
         names = {f for f in cls.__dataclass_fields__}
-        missing = sorted(names - set(saved) - {"resume", "command_line"})
+        missing = sorted(names - set(saved) - {"resume", "command_line", "checkpoint_every"})
         if missing:
             raise ValueError(
                 f"--resume {resume}: the checkpoint's options lack {missing[0]!r}; it is from another version"
@@ -168,11 +166,13 @@ class TrainConfig:
             values["steps"] = None
         elif "steps" in given:
             values["epochs"] = None
-        for k in ("text", "out"):
-            values[k] = None if values.get(k) is None else Path(values[k])
+        values["text"] = None if values.get("text") is None else Path(values["text"])
         values["fail_on"] = tuple(values.get("fail_on") or ())
-        if values.get("out") is None:
-            values["out"] = resume if resume.is_dir() else resume.parent
+        values.setdefault("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+        # the run continues in its own folder (wherever the shell is now) unless --out names another
+        values["out"] = (
+            Path(given["out"]) if given.get("out") is not None else (resume if resume.is_dir() else resume.parent)
+        )
         values["resume"] = resume
         values["command_line"] = given.get("command_line", "")
         return cls(**values), ckpt
@@ -194,6 +194,7 @@ class TrainResult:
     total_steps: int
     plots: tuple[Path, ...]
     sample: str | None
+    notes: tuple[str, ...] = ()
 
     @property
     def verdict(self):  # noqa: ANN201 - core.verdict.Verdict
@@ -228,6 +229,7 @@ class TrainResult:
                 "summary": str(folder / SUMMARY),
             },
             "plots": [str(p) for p in self.plots],
+            "notes": list(self.notes),
         }
         if self.sample is not None:
             out["sample"] = self.sample
@@ -242,6 +244,112 @@ def _total_steps(c: TrainConfig, task: Task) -> int:
         return DEFAULT_STEPS if c.steps is None else c.steps
     per_epoch = max(1, (len(task.corpus.train_ids) - 1) // c.batch // task.seq_len)
     return max(1, int(round(c.epochs * per_epoch)))
+
+
+def memory_estimate(c: TrainConfig, task: Task) -> float:
+    """Bytes of the largest arrays a run holds: a batch's states, adjoints, inputs and outputs
+    (T, B, .), the held-out set and its forward pass, and the parameters with the gradient and
+    two optimiser slots."""
+    T, B, H, D, V = task.seq_len, c.batch, c.hidden, task.input_size, task.output_size
+    per = np.dtype(c.dtype).itemsize
+    batch = (3 * H + D + 2 * V) * T * B
+    heldout = (D + H + 2 * V) * T * 256
+    params = 4 * (H * H + H * D + H * V + H + V)
+    return float(per * (batch + heldout + params))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs, validated before any file is touched."""
+
+    config: TrainConfig
+    task: Task
+    total: int
+    optimizer: optim.Optimizer
+    cell: RNNCell
+    state: TrainState
+    rng: np.random.Generator
+    notes: tuple[str, ...]
+
+
+def plan(config: TrainConfig, checkpoint: Checkpoint | None = None) -> Plan:
+    """Validate a run completely (the task, its text, the sizes against the memory, a resumed
+    checkpoint against the options) without writing anything."""
+    c = config
+    task = make_task(c.task, seq_len=c.seq_len, alphabet=c.alphabet, delay=c.delay, text=c.text, sampling=c.sampling)
+    with options():
+        check_batch_size(task, c.batch)
+        if c.prime and task.name == "text":
+            task.corpus.encode(c.prime)  # ValueError naming the characters not in the vocabulary
+    T = task.seq_len
+    check_fits(
+        memory_estimate(c, task),
+        f"--batch {c.batch} with --seq-len {T}, --hidden {c.hidden} and --dtype {c.dtype}",
+    )
+    total = _total_steps(c, task)
+    opt = optim.Optimizer(c.optimizer, c.lr)
+    rng = np.random.default_rng(c.seed)
+    notes: list[str] = []
+    if checkpoint is None:
+        params = init_params(
+            rng,
+            input_size=task.input_size,
+            hidden_size=c.hidden,
+            output_size=task.output_size,
+            init=c.init,
+            spectral_radius=c.spectral_radius,
+            dtype=c.dtype,
+        )
+        state = initial_state(params, opt, rng)
+    else:
+        state = TrainState.from_checkpoint(checkpoint.params, opt, checkpoint.extras, checkpoint.config["train_state"])
+        where = f"--resume {c.resume}"
+        if any(e.get("kind") == "diverged" for e in state.events):
+            raise ValueError(
+                f"{where}: the run diverged at step {state.step + 1} (a non-finite loss or gradient); resuming would "
+                "repeat the same step from the same state. Start a new run (a smaller --lr, or --clip)"
+            )
+        if state.step >= total:
+            raise OptionError(f"`--steps`: the checkpoint has done {state.step} steps already; ask for more than that")
+        notes += _same_text(checkpoint, task, where)
+    return Plan(c, task, total, opt, RNNCell(state.params, c.activation), state, rng, tuple(notes))
+
+
+def _same_text(checkpoint: Checkpoint, task: Task, where: str) -> list[str]:
+    """A resumed text run on the text it started on: the same vocabulary (else the model does not
+    fit), and a note when the content changed."""
+    saved = checkpoint.config.get("data") or {}
+    if task.name != "text" or not saved:
+        return []
+    if saved.get("vocab") is not None and saved["vocab"] != task.corpus.vocab:
+        raise ValueError(
+            f"{where}: the text {task.corpus.path} has another vocabulary than the run was trained on "
+            f"({len(task.corpus.vocab)} characters, the run's {len(saved['vocab'])}); give the run's text with --text"
+        )
+    if saved.get("text_sha256") not in (None, task.corpus.sha256):
+        return [
+            f"the text {task.corpus.path} changed since the run started (same vocabulary, other content): "
+            "training continues on its new content"
+        ]
+    return []
+
+
+def _save(folder: RunFolder, c: TrainConfig, task: Task, state: TrainState) -> None:
+    """The checkpoint of `state`, written atomically (a crash leaves the previous one)."""
+    arrays, meta = state.to_checkpoint()
+    data = {k: v for k, v in task.config().items() if k in ("vocab", "text_sha256")}
+    ckpt_config = {"kind": CHECKPOINT_KIND, "options": c.as_dict(), "train_state": meta, "data": data}
+    save_checkpoint(folder.wrote(MODEL), state.params, ckpt_config, extras=arrays)
+
+
+class RunAborted(KeyboardInterrupt):
+    """A second Ctrl-C (or SIGTERM) stopped the run at once; `kept` says what is on disk, and
+    `exit_code` is the interruption's (130, or 143 for SIGTERM)."""
+
+    def __init__(self, kept: dict[str, Any], exit_code: int) -> None:
+        super().__init__(kept["message"])
+        self.kept = kept
+        self.exit_code = exit_code
 
 
 def run(
@@ -259,56 +367,33 @@ def run(
     on_start : called with (task, steps done, total steps) once everything is validated
     should_stop : polled before every step; True stops cleanly, and the run is still saved
     """
-    c = config
-    task = make_task(c.task, seq_len=c.seq_len, alphabet=c.alphabet, delay=c.delay, text=c.text, sampling=c.sampling)
-    with options():
-        check_batch_size(task, c.batch)
-        if c.prime and task.name == "text":
-            task.corpus.encode(c.prime)  # ValueError naming the characters not in the vocabulary
-    total = _total_steps(c, task)
-    opt = optim.Optimizer(c.optimizer, c.lr)
-    strategy = parse_strategy(c.truncation)
-    rng = np.random.default_rng(c.seed)
-    if checkpoint is None:
-        params = init_params(
-            rng,
-            input_size=task.input_size,
-            hidden_size=c.hidden,
-            output_size=task.output_size,
-            init=c.init,
-            spectral_radius=c.spectral_radius,
-            dtype=c.dtype,
-        )
-        state = None
-    else:
-        state = TrainState.from_checkpoint(checkpoint.params, opt, checkpoint.extras, checkpoint.config["train_state"])
-        params = state.params
-        if state.step >= total:
-            raise OptionError(f"`--steps`: the checkpoint has done {state.step} steps already; ask for more than that")
-    cell = RNNCell(params, c.activation)
-
-    # ---- the run folder: refuse to overwrite another run's checkpoint
-    if c.out is None:
-        folder, created = new_folder(Path("runs"), f"train-{_stamp()}"), True
-        prepare_folder(folder)
-    else:
-        folder, created = prepare_folder(c.out)
-    c = replace(c, out=folder)
+    p = plan(config, checkpoint)
+    c, task = p.config, p.task
     source = None if c.resume is None else (c.resume if c.resume.is_dir() else c.resume.parent)
-    same_folder = source is not None and folder.resolve() == source.resolve()
-    if not same_folder and (folder / MODEL).exists():
-        discard_folder(folder, created, names=())
-        raise ValueError(f"--out {folder}: already holds a training run (model.npz); use another folder or --resume")
+    own = source is not None and (c.out is None or c.out.resolve() == source.resolve())
+    if own:
+        folder = RunFolder.claim(source, own_run=True, option="--resume")
+    elif c.out is None:
+        folder = RunFolder.claim_new(Path("runs"), f"train-{_stamp()}")
+    else:
+        folder = RunFolder.claim(c.out)
+    c = replace(c, out=folder.path)
+    every = parse_every(c.checkpoint_every)
+    last_save = {"step": p.state.step, "time": time.monotonic()}
+    log = None
     try:
-        write_json(folder / CONFIG, c.as_dict())
+        write_json(folder.wrote(CONFIG), c.as_dict())
         log = MetricsLog(
-            folder / METRICS,
-            keep_until=None if state is None else state.step,
-            source=None if same_folder or source is None else source / METRICS,
+            folder.wrote(METRICS),
+            keep_until=None if checkpoint is None else p.state.step,
+            source=None if own or source is None else source / METRICS,
         )
+        if checkpoint is None or not own:
+            _save(folder, c, task, p.state)  # a run killed before its first periodic checkpoint resumes from here
     except BaseException:
-        if not same_folder:
-            discard_folder(folder, created)
+        if log is not None:
+            log.close()
+        folder.release() if own else folder.discard()
         raise
     rows_written = 0
 
@@ -319,62 +404,112 @@ def run(
         if on_row is not None:
             on_row(row)
 
+    def on_state(state: TrainState) -> None:
+        now = time.monotonic()
+        if every.due(state.step - last_save["step"], now - last_save["time"]):
+            _save(folder, c, task, state)
+            last_save.update(step=state.step, time=now)
+
     if on_start is not None:
-        on_start(task, 0 if state is None else state.step, total)
-    with log:
-        try:
+        on_start(task, p.state.step, p.total)
+    try:
+        with log:
             result = fit(
-                cell,
+                p.cell,
                 task,
-                steps=total,
-                rng=rng,
-                optimizer=opt,
-                truncation=strategy,
+                steps=p.total,
+                rng=p.rng,
+                optimizer=p.optimizer,
+                truncation=parse_strategy(c.truncation),
                 batch_size=c.batch,
                 clip=c.clip,
                 clip_value=c.clip_value,
                 log_every=c.log_every,
                 verdict_tol=c.verdict_tol,
                 eps=c.eps,
-                resume=state,
+                resume=p.state,
                 callback=callback,
                 should_stop=should_stop,
+                on_state=on_state,
             )
-        except ValueError:
-            if not same_folder and rows_written == 0:  # rejected before training: leave nothing behind
-                log.close()
-                discard_folder(folder, created)
-            raise
-
-    # ---- save: the parameters are the last finite ones, never NaN
-    arrays, meta = result.state.to_checkpoint()
-    ckpt_config = {"kind": CHECKPOINT_KIND, "options": c.as_dict(), "train_state": meta}
-    save_checkpoint(folder / MODEL, result.state.params, ckpt_config, extras=arrays)
-    plots: tuple[Path, ...] = ()
-    if c.plots:
-        from bptt_cli.plots.train import training_plots
-
-        rows = [r for r in read_metrics(folder / METRICS) if "event" not in r]
-        plots = tuple(
-            training_plots(
-                folder,
-                rows,
-                metric=task.metric,
-                clip=c.clip,
-                chance=task.chance,
-                diverged_at=result.diverged_at,
-                events=result.events,
-            )
-        )
-    sample = None
-    if task.name == "text" and c.sample_len > 0:
-        # its own generator: sampling never touches the training generator saved for --resume
-        sample = sample_text(
-            result.cell, task, np.random.default_rng([c.seed, result.state.step]), prime=c.prime, length=c.sample_len
-        )
-    out = TrainResult(c, task, result, folder, total, plots, sample)
-    write_json(folder / SUMMARY, out.document())
+        _save(folder, c, task, result.state)  # the parameters are the last finite ones, never NaN
+        plots = _plots(folder, c, task, result)
+        sample = None
+        if task.name == "text" and c.sample_len > 0:
+            # its own generator: sampling never touches the training generator saved for --resume
+            rng = np.random.default_rng([c.seed, result.state.step])
+            sample = sample_text(result.cell, task, rng, prime=c.prime, length=c.sample_len)
+        out = TrainResult(c, task, result, folder.path, p.total, plots, sample, p.notes)
+        write_json(folder.wrote(SUMMARY), out.document())
+    except KeyboardInterrupt as e:
+        step = last_save["step"]
+        kept = {
+            "folder": str(folder.path),
+            "checkpoint_step": step,
+            "message": f"stopped at once; kept: {folder.path}/{MODEL} at step {step} and {METRICS}; "
+            f"continue with: bptt train --resume {shlex.quote(str(folder.path))}",
+        }
+        raise RunAborted(kept, signals.exit_code(e)) from None
+    except ValueError:
+        if not own and rows_written == 0:  # rejected before training: leave nothing behind
+            folder.discard()
+        raise
+    finally:
+        folder.release()
     return out
+
+
+def _plots(folder: RunFolder, c: TrainConfig, task: Task, result: FitResult) -> tuple[Path, ...]:
+    if not c.plots:
+        return ()
+    from bptt_cli.plots.train import training_plots
+
+    rows = [r for r in read_metrics(folder.path / METRICS) if "event" not in r]
+    paths = training_plots(
+        folder.path,
+        rows,
+        metric=task.metric,
+        clip=c.clip,
+        chance=task.chance,
+        diverged_at=result.diverged_at,
+        events=result.events,
+    )
+    for path in paths:
+        folder.wrote(path.name)
+    return tuple(paths)
+
+
+@dataclass(frozen=True)
+class Every:
+    """--checkpoint-every: a number of steps, or a wall time in seconds (whichever is given)."""
+
+    steps: int | None = None
+    seconds: float | None = None
+
+    def due(self, steps: int, seconds: float) -> bool:
+        if self.steps is not None:
+            return steps >= self.steps
+        return self.seconds is not None and seconds >= self.seconds
+
+
+def parse_every(text: str) -> Every:
+    """'200' (steps), '30s', '5m', '1h' (wall time); OptionError naming --checkpoint-every otherwise."""
+    t = str(text).strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    try:
+        if t and t[-1] in units:
+            seconds = float(t[:-1]) * units[t[-1]]
+            if not (seconds > 0 and math.isfinite(seconds)):
+                raise ValueError
+            return Every(seconds=seconds)
+        steps = int(t)
+        if steps < 1:
+            raise ValueError
+        return Every(steps=steps)
+    except ValueError:
+        raise OptionError(
+            f"`--checkpoint-every` must be a number of steps (200) or a wall time (30s, 5m, 1h); got {text!r}"
+        ) from None
 
 
 def _stamp() -> str:

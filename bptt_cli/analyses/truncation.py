@@ -42,6 +42,7 @@ from bptt_cli.core.truncation import SPEC_FORMS, Strategy, carried_work, parse_s
 from bptt_cli.core.validate import DTYPES, check_choice, check_float, check_int, check_optional_positive, options
 from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_truncation
 from bptt_cli.io.checkpoint import load_checkpoint
+from bptt_cli.io.memory import check_fits
 from bptt_cli.io.runfolder import ensure_folder
 
 TASKS = ("recall", "adding", "sine", "influence")
@@ -528,6 +529,12 @@ class CompareConfig:
             if self.task == "influence" and self.model is not None:
                 raise ValueError("`--model` does not apply to --task influence (its one parameter theta starts at 0.5)")
             wants_plots(self.plots, self.out)
+        T = self.seq_len or DEFAULT_SEQ_LEN.get(self.task, 50)
+        H, B, K = self.hidden, self.batch, 64  # K: a generous input/output width for recall's alphabet
+        # a batch's states, adjoints, inputs and outputs for each estimator, the held-out set, and
+        # per strategy the running mean and variance of the gradient plus a training copy
+        need = 8.0 * (T * B * (3 * H + 3 * K) + T * 256 * (H + 3 * K) + (4 + 6 * len(specs)) * (H * H + 2 * H * K))
+        check_fits(need, f"--batch {B} with --seq-len {T} and --hidden {H}")
 
     @property
     def specs(self) -> list[Strategy]:
@@ -618,7 +625,7 @@ class CompareResult:
 def _start_point(c: CompareConfig, task: Task) -> tuple[Cell, str]:
     if c.model is not None:
         path = c.model / "model.npz" if c.model.is_dir() else c.model
-        params = load_checkpoint(path).params.astype(np.dtype(c.dtype))
+        params = load_checkpoint(path, option="--model").params.astype(np.dtype(c.dtype))
         if (params.input_size, params.output_size) != (task.input_size, task.output_size):
             raise ValueError(
                 f"--model {c.model}: the model has input/output sizes {params.input_size}/"

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from bptt_cli import signals
 from bptt_cli._version import __version__
 from bptt_cli.cli.commands import compare_truncation, gradcheck, paths, spectrum, trace, train
-from bptt_cli.cli.output import EXIT_CODES, EXIT_USAGE, fail
+from bptt_cli.cli.output import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, fail, interruption_reported
 
 # click's exception classes, reached through Typer's public BadParameter (no private import)
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -48,9 +49,12 @@ class BpttGroup(TyperGroup):
                     fail(command, e.format_message().replace("\n", " "), code, json="--json" in argv)
                 except typer.Exit as stop:
                     rv = stop.exit_code
-        except typer.Abort:
-            rv = 130
+        except typer.Abort:  # click's form of an end of input (or a Ctrl-C) while it parsed
+            rv = EXIT_INTERRUPTED
         code = rv if isinstance(rv, int) else 0
+        if code == EXIT_INTERRUPTED and not interruption_reported():  # Typer's silent Ctrl-C while parsing
+            sys.stderr.write("bptt: interrupted before the command started; nothing was written\n")
+            code = EXIT_TERMINATED if signals.received["sigterm"] else code
         if standalone_mode:
             sys.exit(code)
         return code

@@ -57,6 +57,14 @@ Jacobian = _choices("Jacobian", JACOBIAN_MODES)
 SignalChoice = _choices("SignalChoice", ("last", "all"))
 CompareTask = _choices("CompareTask", ("recall", "adding", "sine", "influence"))
 
+
+def a_path(text: str) -> Path:
+    """A PATH option's value: an empty one is refused (Path('') would be the current folder)."""
+    if not text:
+        raise typer.BadParameter("an empty path; name a file or folder (use . for the current folder)")
+    return Path(text)
+
+
 # ---------------------------------------------------------------- every command
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout; tables go to stderr.")]
@@ -65,7 +73,8 @@ SeedOpt = Annotated[
     int, typer.Option("--seed", min=0, metavar="N", help="Seed of the random generator: same seed, same numbers.")
 ]
 OutOpt = Annotated[
-    Path | None, typer.Option("--out", metavar="PATH", help="Folder for the plots and files.", show_default=False)
+    Path | None,
+    typer.Option("--out", parser=a_path, metavar="PATH", help="Folder for the plots and files.", show_default=False),
 ]
 PlotsOpt = Annotated[
     bool | None,
@@ -86,6 +95,7 @@ ModelOpt = Annotated[
     Path | None,
     typer.Option(
         "--model",
+        parser=a_path,
         metavar="PATH",
         help="The model to analyse: a bptt checkpoint or run folder, or a matrix file "
         "(.npy, .npz, PyTorch .pt/.pth) whose W_h gets a random input and output layer.",
@@ -140,7 +150,10 @@ DataTaskOpt = Annotated[
     ),
 ]
 TextOpt = Annotated[
-    Path | None, typer.Option("--text", metavar="PATH", help="The UTF-8 text file of --task text.", show_default=False)
+    Path | None,
+    typer.Option(
+        "--text", parser=a_path, metavar="PATH", help="The UTF-8 text file of --task text.", show_default=False
+    ),
 ]
 InputScaleOpt = Annotated[
     float,
@@ -150,7 +163,13 @@ InputScaleOpt = Annotated[
 ]
 InputsOpt = Annotated[
     Path | None,
-    typer.Option("--inputs", metavar="PATH", help="Inputs from a .npy file, (T, B, D) or (T, D).", show_default=False),
+    typer.Option(
+        "--inputs",
+        parser=a_path,
+        metavar="PATH",
+        help="Inputs from a .npy file, (T, B, D) or (T, D).",
+        show_default=False,
+    ),
 ]
 H0Opt = Annotated[
     str,

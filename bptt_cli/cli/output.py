@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from bptt_cli import signals
 from bptt_cli.blas import blas_threads, default_threads
 from bptt_cli.core.validate import OptionError
 from bptt_cli.io.jsondoc import document, dumps, error_document
@@ -26,8 +27,9 @@ EXIT_ERROR = 1  # bad input (a file, a value the computation rejects) or a runti
 EXIT_USAGE = 2  # an option's value breaks its rule, an unknown option
 EXIT_FAIL_ON = 3  # the verdict is one of --fail-on's labels
 EXIT_GRADCHECK = 4  # gradcheck: a check exceeded its tolerance
-EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
+EXIT_INTERRUPTED = signals.EXIT_INTERRUPTED  # Ctrl-C
 EXIT_PIPE = 141  # the reader closed the pipe (as shell tools exit on SIGPIPE)
+EXIT_TERMINATED = signals.EXIT_TERMINATED  # SIGTERM
 
 EXIT_CODES = {
     EXIT_OK: "ok",
@@ -37,7 +39,19 @@ EXIT_CODES = {
     EXIT_GRADCHECK: "gradcheck failed",
     EXIT_INTERRUPTED: "interrupted",
     EXIT_PIPE: "closed pipe",
+    EXIT_TERMINATED: "terminated (SIGTERM)",
 }
+
+
+class _Console(Console):
+    """rich's Console, with a reader that closed the pipe ending the command as write_stdout does
+    (exit 141, quietly) instead of rich's exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        stream = sys.stderr if self.stderr else sys.stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        raise typer.Exit(EXIT_PIPE)
 
 
 class Output:
@@ -45,7 +59,7 @@ class Output:
 
     def __init__(self, json: bool, quiet: bool, command: str) -> None:
         self.json, self.quiet, self.command = json, quiet, command
-        self.console = Console(stderr=json, highlight=False)
+        self.console = _Console(stderr=json, highlight=False)
 
     def show(self, *renderables: Any) -> None:
         if not self.quiet:
@@ -55,6 +69,11 @@ class Output:
         """One line printed as it is: never wrapped (a reader copies paths), no markup."""
         if not self.quiet:
             self.console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+    def notice(self, text: str) -> None:
+        """What the user must hear even under -q (what an interrupted run kept): one line on stderr."""
+        sys.stderr.write(f"bptt: {text}\n")
+        sys.stderr.flush()
 
     def note(self, text: str) -> None:
         """A warning about the result (wrapped to the terminal, silent under -q)."""
@@ -79,12 +98,29 @@ def write_stdout(text: str) -> None:
         raise typer.Exit(EXIT_PIPE) from None
 
 
-def fail(command: str | None, message: str, code: int, *, json: bool) -> None:
+# Typer turns a Ctrl-C that arrives while it parses the command line into a silent exit 130;
+# the app tells that one from a command's own (reported) interruption by this flag.
+_reported = {"interruption": False}
+
+
+def interruption_reported() -> bool:
+    return _reported["interruption"]
+
+
+def exit_interrupted(code: int) -> None:
+    """Exit with an interruption's code after the command has said what it kept."""
+    _reported["interruption"] = True
+    raise typer.Exit(code)
+
+
+def fail(command: str | None, message: str, code: int, *, json: bool, kept: dict | None = None) -> None:
     """The error convention: one line on stderr, the JSON error document under --json, exit `code`."""
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        _reported["interruption"] = True
     sys.stderr.write(f"bptt: error: {message}\n")
     if json and sys.stdout is not None:
         try:
-            write_stdout(dumps(error_document(command, message, code)) + "\n")
+            write_stdout(dumps(error_document(command, message, code, kept)) + "\n")
         except (typer.Exit, OSError):
             pass
     raise typer.Exit(code)
@@ -105,14 +141,29 @@ def handle_errors(command: str) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            json = bool(kwargs.get("json"))
+            json, quiet = bool(kwargs.get("json")), bool(kwargs.get("quiet"))
+            if sys.stdout is None and (json or not quiet):  # `>&-`: fail before any work, not after it
+                fail(
+                    command,
+                    "stdout is closed: nothing can be printed (redirect it to a file, or use -q)",
+                    1,
+                    json=False,
+                )
             try:
                 with blas_threads(default_threads()):  # bptt_cli/blas.py: one thread is fastest here
                     return fn(*args, **kwargs)
             except (typer.Exit, typer.Abort):
                 raise
-            except KeyboardInterrupt:
-                fail(command, "interrupted", EXIT_INTERRUPTED, json=json)
+            except KeyboardInterrupt as e:
+                kept = getattr(e, "kept", None)
+                if kept is not None:  # a training run stopped at once: what is on disk, and how to go on
+                    fail(command, f"interrupted: {kept['message']}", signals.exit_code(e), json=json, kept=kept)
+                fail(
+                    command,
+                    "interrupted before the command finished; nothing was kept",
+                    signals.exit_code(e),
+                    json=json,
+                )
             except BrokenPipeError:
                 raise typer.Exit(EXIT_PIPE) from None
             except Exception as e:  # noqa: BLE001 - the one place that turns errors into a line

@@ -111,6 +111,23 @@ def backward_reference(
     return dW_x, dW_h, db, carry, adjoints
 
 
+# The naive enumeration walks T(T + 1)/2 loss-to-state paths of up to T products each: beyond
+# this many walks it runs for hours, so a longer sequence is refused rather than started.
+NAIVE_MAX_WALKS = 5 * 10**7
+
+
+def check_naive_length(name: str, T: int) -> int:
+    """T for the naive method: at most NAIVE_MAX_WALKS paths; ValueError naming `name` otherwise."""
+    walks = T * (T + 1) // 2
+    if walks > NAIVE_MAX_WALKS:
+        longest = int(((8 * NAIVE_MAX_WALKS + 1) ** 0.5 - 1) / 2)
+        raise ValueError(
+            f"`{name}` {T}: the naive enumeration would walk T(T + 1)/2 = {walks:.3g} paths (O(T^2)); "
+            f"it walks at most {NAIVE_MAX_WALKS:.0e} (T <= {longest})"
+        )
+    return T
+
+
 def backward_naive(
     params: Params, x: np.ndarray, hs: np.ndarray, dl: np.ndarray, act: Activation, propagate: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:

@@ -25,9 +25,9 @@ import numpy as np
 
 from bptt_cli.core.rnn import PARAM_NAMES, Params, check_params
 from bptt_cli.io.atomic import atomic_write
+from bptt_cli.io.filekind import FORMAT_KEY, check_npy_header, file_kind
 
 FORMAT = "bptt-checkpoint/1"
-FORMAT_KEY = "bptt_format"
 _CONFIG_KEY = "config"
 _PARAM = "param/"
 _EXTRA = "extra/"
@@ -74,21 +74,34 @@ def save_checkpoint(
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, option: str = "checkpoint") -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint` (allow_pickle=False).
 
-    Raises ValueError naming the file for a missing file, a file that is not an .npz archive,
-    an archive that is not a bptt checkpoint, a corrupt or pickled entry, or invalid parameters.
+    Raises ValueError naming `option` and the file for a missing file, a file that is not a
+    bptt checkpoint (an .npz or PyTorch file of something else, told from its bytes), a corrupt,
+    truncated or pickled entry, an entry larger than memory, or invalid parameters.
     """
     path = Path(path)
-    where = f"checkpoint {path}"
+    where = f"{option} {path}"
     if not path.exists():
         raise ValueError(f"{where}: no such file")
     if path.is_dir():
         raise ValueError(f"{where}: is a folder, not a file")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{where}: not a bptt checkpoint (not an .npz archive)")
     try:
+        kind = file_kind(path)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot be read ({e.strerror or e})") from None
+    if kind == "torch":
+        raise ValueError(f"{where}: a PyTorch file, not a bptt checkpoint (a checkpoint is what `bptt train` saves)")
+    if kind != "bptt":
+        what = {"npy": "a .npy array", "npz": f"an .npz archive without the '{FORMAT_KEY}' entry"}.get(kind, "")
+        raise ValueError(f"{where}: not a bptt checkpoint ({what or 'not an .npz archive'})")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():  # every entry's claimed size, before numpy allocates it
+                if info.filename.endswith(".npy"):
+                    with zf.open(info) as f:
+                        check_npy_header(f, info.file_size, f"{where} (entry {info.filename[:-4]})")
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)
             if FORMAT_KEY not in files:

@@ -68,9 +68,12 @@ def document(command: str, config: dict, results: dict, *, verdict: dict | None 
     return value
 
 
-def error_document(command: str | None, message: str, exit_code: int) -> dict:
-    """What stdout holds under --json when a command fails."""
-    return {"command": command, "version": __version__, "error": {"message": message, "exit_code": exit_code}}
+def error_document(command: str | None, message: str, exit_code: int, kept: dict | None = None) -> dict:
+    """What stdout holds under --json when a command fails; `kept`: what an interrupted run left on disk."""
+    error: dict[str, Any] = {"message": message, "exit_code": exit_code}
+    if kept is not None:
+        error["kept"] = kept
+    return {"command": command, "version": __version__, "error": error}
 
 
 def dumps(doc: Any, *, indent: int | None = 2) -> str:

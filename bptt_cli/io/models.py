@@ -8,6 +8,8 @@ never unpickling anything (numpy with allow_pickle=False, torch with weights_onl
 from __future__ import annotations
 
 import os
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from bptt_cli.io.checkpoint import FORMAT_KEY, Checkpoint, load_checkpoint
+from bptt_cli.io.checkpoint import Checkpoint, load_checkpoint
+from bptt_cli.io.filekind import FORMAT_KEY, NPY_MAGIC, check_npy_header, file_kind
+from bptt_cli.io.memory import check_fits
 
 TORCH_DEFAULT_KEY = "weight_hh_l0"
-SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
 
 def check_matrix(arr: Any, where: str) -> np.ndarray:
@@ -41,25 +44,32 @@ def check_matrix(arr: Any, where: str) -> np.ndarray:
     return out
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path, where: str) -> np.ndarray:
     with open(path, "rb") as f:
-        if f.read(6) != b"\x93NUMPY":  # otherwise numpy would try to read it as a pickle
-            raise ValueError(f"{path}: not a readable .npy file (no NumPy header)")
+        if f.read(6) != NPY_MAGIC:  # otherwise numpy would try to read it as a pickle
+            raise ValueError(f"{where}: not a readable .npy file (no NumPy header)")
+        f.seek(0)
+        check_npy_header(f, path.stat().st_size, where)
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise ValueError(f"{path}: contains pickled (object) data, which bptt refuses to load") from None
-        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+            raise ValueError(f"{where}: contains pickled (object) data, which bptt refuses to load") from None
+        raise ValueError(f"{where}: not a readable .npy file ({e})") from None
     except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+        raise ValueError(f"{where}: not a readable .npy file ({e})") from None
 
 
-def _load_npz(path: Path, key: str | None) -> tuple[np.ndarray, str]:
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not an .npz archive")
+def npz_member(z: zipfile.ZipFile, name: str, where: str) -> None:
+    """check_npy_header on an .npz member before numpy reads it."""
+    info = z.getinfo(f"{name}.npy")
+    with z.open(info) as f:
+        check_npy_header(f, info.file_size, where)
+
+
+def _load_npz(path: Path, key: str | None, where: str) -> tuple[np.ndarray, str]:
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with zipfile.ZipFile(path) as zf, np.load(path, allow_pickle=False) as z:
             files = list(z.files)
             if key is None:
                 if FORMAT_KEY in files:  # a bptt checkpoint: its recurrent matrix
@@ -67,86 +77,118 @@ def _load_npz(path: Path, key: str | None) -> tuple[np.ndarray, str]:
                 elif len(files) == 1:
                     key = files[0]
                 else:
-                    raise ValueError(f"{path}: holds {len(files)} arrays ({', '.join(files)}); choose one with --key")
+                    raise ValueError(f"{where}: holds {len(files)} arrays ({', '.join(files)}); choose one with --key")
             if key not in files:
-                raise ValueError(f"{path}: no array named {key!r} (it has: {', '.join(files) or 'nothing'})")
+                raise ValueError(f"{where}: no array named {key!r} (it has: {', '.join(files) or 'nothing'})")
+            npz_member(zf, key, f"{where} (key {key})")
             return z[key], key
     except ValueError as e:
-        if str(e).startswith(str(path)):
+        if str(e).startswith(where):
             raise
         if "pickle" in str(e).lower():
-            raise ValueError(f"{path}: entry {key!r} holds pickled (object) data, which bptt refuses to load") from None
-        raise ValueError(f"{path}: corrupt .npz archive ({e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: corrupt .npz archive ({type(e).__name__}: {e})") from None
+            raise ValueError(
+                f"{where}: entry {key!r} holds pickled (object) data, which bptt refuses to load"
+            ) from None
+        raise ValueError(f"{where}: corrupt .npz archive ({e})") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{where}: corrupt .npz archive ({type(e).__name__}: {e})") from None
 
 
-def _load_torch(path: Path, key: str | None) -> tuple[np.ndarray, str]:
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _torch_failure(e: Exception) -> str:
+    """What torch.load(weights_only=True) refusing a file means, in one sentence of ours (torch's
+    own message is pages long and advises unpickling, which bptt never does)."""
+    text = _ANSI.sub("", str(e))
+    if "Weights only load failed" in text or "Unsupported global" in text or "UnpicklingError" in type(e).__name__:
+        return (
+            "it holds pickled Python objects besides tensors (a whole nn.Module, or a dict of other values), "
+            "which bptt refuses to unpickle; save model.state_dict() instead"
+        )
+    first = (text.strip().splitlines() or [type(e).__name__])[0]
+    return f"not a readable PyTorch file ({first.split('. ')[0]})"
+
+
+def _load_torch(path: Path, key: str | None, where: str) -> tuple[np.ndarray, str]:
     try:
         import torch
     except ImportError:
         raise ValueError(
-            f"{path}: reading a PyTorch file needs torch, which is not installed "
+            f"{where}: reading a PyTorch file needs torch, which is not installed "
             "(pip install torch, or save the matrix with numpy.save)"
         ) from None
+    check_fits(path.stat().st_size, where, usage=False)  # tensors are stored raw: the file size bounds them
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on files it then reads fine
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types; all mean "cannot read safely"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{path}: not loadable as plain tensors with weights_only=True ({first[:160]})") from None
+        raise ValueError(f"{where}: {_torch_failure(e)}") from None
     key = TORCH_DEFAULT_KEY if key is None else key
     if isinstance(obj, torch.Tensor):
         tensor, key = obj, "<tensor>"
     elif isinstance(obj, dict):
         if key not in obj:
             names = [str(k) for k, v in obj.items() if isinstance(v, torch.Tensor)]
-            raise ValueError(f"{path}: no tensor named {key!r} (it has: {', '.join(names[:20]) or 'no tensors'})")
+            raise ValueError(
+                f"{where}: no tensor named {key!r} (it has: {', '.join(names[:20]) or 'no tensors'}); "
+                "choose one with --key"
+            )
         tensor = obj[key]
         if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{path}: entry {key!r} is a {type(tensor).__name__}, not a tensor")
+            raise ValueError(f"{where}: entry {key!r} is a {type(tensor).__name__}, not a tensor")
     else:
-        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict or tensor")
+        raise ValueError(f"{where}: holds a {type(obj).__name__}, not a state dict or tensor")
     if tensor.is_complex():
-        raise ValueError(f"{path}: entry {key!r} has complex entries; W_h must be real")
+        raise ValueError(f"{where}: entry {key!r} has complex entries; W_h must be real")
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
     if tensor.dtype == torch.bool:
-        raise ValueError(f"{path}: entry {key!r} is not a numeric matrix (dtype bool)")
+        raise ValueError(f"{where}: entry {key!r} is not a numeric matrix (dtype bool)")
     return tensor.detach().cpu().numpy(), key
 
 
-def load_matrix(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+def load_matrix(path: str | os.PathLike, key: str | None = None, option: str = "--model") -> np.ndarray:
     """Read one square real matrix as float64 (see `load_matrix_with_key`)."""
-    return load_matrix_with_key(path, key)[0]
+    return load_matrix_with_key(path, key, option)[0]
 
 
-def load_matrix_with_key(path: str | os.PathLike, key: str | None = None) -> tuple[np.ndarray, str | None]:
+def load_matrix_with_key(
+    path: str | os.PathLike, key: str | None = None, option: str = "--model"
+) -> tuple[np.ndarray, str | None]:
     """Read one square real matrix as float64.
 
-    .npy: the array; .npz: `key` (default: the only array, or W_h of a bptt checkpoint);
-    .pt/.pth: a PyTorch state dict entry `key` (default 'weight_hh_l0'), loaded with
-    torch.load(weights_only=True). ValueError naming the file and the problem otherwise.
+    The file's kind comes from its bytes (io/filekind.py), whatever its name: .npy, the array;
+    .npz, `key` (default: the only array, or W_h of a bptt checkpoint); PyTorch, a state dict
+    entry `key` (default 'weight_hh_l0'), loaded with torch.load(weights_only=True). A header
+    claiming more than the file holds, or than memory allows, is refused before anything is
+    allocated. ValueError naming `option`, the file and the problem otherwise.
     """
     path = Path(path)
+    where = f"{option} {path}"
     if not path.exists():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{where}: no such file")
     if path.is_dir():
-        raise ValueError(f"{path}: is a folder, not a file")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+        raise ValueError(f"{where}: is a folder, not a file")
+    try:
+        kind = file_kind(path)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot be read ({e.strerror or e})") from None
+    if kind == "npy":
         if key is not None:
-            raise ValueError(f"{path}: --key applies to .npz and .pt/.pth files, not .npy")
-        arr, where = _load_npy(path), str(path)
-        key = None
-    elif suffix == ".npz":
-        arr, key = _load_npz(path, key)
-        where = f"{path} (key {key})"
-    elif suffix in (".pt", ".pth"):
-        arr, key = _load_torch(path, key)
-        where = f"{path} (key {key})"
+            raise ValueError(f"{where}: --key applies to .npz and PyTorch files, not .npy")
+        arr = _load_npy(path, where)
+        key, shown = None, where
+    elif kind in ("npz", "bptt"):
+        arr, key = _load_npz(path, key, where)
+        shown = f"{where} (key {key})"
+    elif kind == "torch":
+        arr, key = _load_torch(path, key, where)
+        shown = f"{where} (key {key})"
     else:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .pt or .pth")
-    return check_matrix(arr, where), key
+        raise ValueError(f"{where}: not a .npy, .npz or PyTorch file (its first bytes are none of those formats)")
+    return check_matrix(arr, shown), key
 
 
 MODEL_FILE = "model.npz"  # the checkpoint inside a run folder
@@ -173,29 +215,26 @@ class ModelFile:
 
 
 def is_bptt_checkpoint(path: Path) -> bool:
-    """True when `path` is an .npz archive carrying the bptt format entry."""
-    if path.suffix.lower() != ".npz" or not zipfile.is_zipfile(path):
-        return False
+    """True when `path` is an .npz archive carrying the bptt format entry (whatever its name)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return FORMAT_KEY in z.files
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return file_kind(Path(path)) == "bptt"
+    except OSError:
         return False
 
 
-def open_model(path: str | os.PathLike, key: str | None = None) -> ModelFile:
+def open_model(path: str | os.PathLike, key: str | None = None, option: str = "--model") -> ModelFile:
     """Read --model PATH: a run folder (its model.npz), a bptt checkpoint, or a matrix file
-    (.npy, .npz, .pt/.pth with --key). ValueError naming the file otherwise."""
+    (.npy, .npz, PyTorch with --key). ValueError naming the option and the file otherwise."""
     p = Path(path)
     if p.is_dir():
         if not (p / MODEL_FILE).is_file():
-            raise ValueError(f"--model {p}: a folder without {MODEL_FILE} (not a bptt run folder)")
+            raise ValueError(f"{option} {p}: a folder without {MODEL_FILE} (not a bptt run folder)")
         p = p / MODEL_FILE
     if not p.exists():
-        raise ValueError(f"--model {p}: no such file")
+        raise ValueError(f"{option} {p}: no such file")
     if is_bptt_checkpoint(p):
         if key is not None:
-            raise ValueError(f"--key applies to matrix files; {p} is a bptt checkpoint")
-        return ModelFile(path=p, checkpoint=load_checkpoint(p))
-    matrix, used = load_matrix_with_key(p, key)
+            raise ValueError(f"--key applies to matrix files; {option} {p} is a bptt checkpoint")
+        return ModelFile(path=p, checkpoint=load_checkpoint(p, option=option))
+    matrix, used = load_matrix_with_key(p, key, option)
     return ModelFile(path=p, matrix=matrix, key=used)

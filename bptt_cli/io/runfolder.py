@@ -5,12 +5,20 @@ summary.json and plots. Whole documents are written atomically (io/atomic.py), s
 (or a crash) never sees half a file. metrics.jsonl grows one complete line per logged step and is flushed
 after every line; a resumed run first cuts it back to the checkpoint's step so that the log of
 an interrupted-and-resumed run reads like the log of one uninterrupted run.
+
+A run claims its folder (`RunFolder.claim`): an flock on a lock file, so that of two runs
+started on one folder exactly one proceeds (and a killed run's lock goes with it), and a
+folder that holds anything but the run's own files is refused, so that a user's files are
+never overwritten.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +29,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 MODEL = "model.npz"
+LOCK = ".bptt-lock"  # present while a run writes the folder: "pid host"
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -99,6 +108,120 @@ class MetricsLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class RunFolder:
+    """A run folder this process holds the lock of.
+
+    created : this run made the folder (so it may remove it again when the run is rejected)
+    written : the names this run wrote, removed by `discard`
+    """
+
+    path: Path
+    created: bool
+    option: str = "--out"
+    written: set[str] = field(default_factory=set)
+    _fd: int | None = field(default=None, repr=False)
+
+    @classmethod
+    def claim(cls, path: Path, *, own_run: bool = False, option: str = "--out") -> RunFolder:
+        """Create or take `path` for a run, exclusively.
+
+        A new folder is created; an existing one must be empty, or (own_run: --resume in its own
+        folder) hold the run being continued. Another live run's lock, a non-empty folder of
+        someone else's, a file in the way or a folder that cannot be written is a ValueError or
+        OSError naming `option`, and nothing is left behind.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise OSError(f"{option} {path}: exists and is not a folder")
+        created = False
+        try:
+            path.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise OSError(f"{option} {path}: cannot create the folder ({e.strerror or e})") from None
+        folder = cls(path, created, option)
+        folder._lock()
+        try:
+            others = sorted(n for n in os.listdir(path) if n != LOCK)
+        except OSError as e:
+            folder.discard()
+            raise OSError(f"{option} {path}: cannot read the folder ({e.strerror or e})") from None
+        if others and not own_run:
+            folder.discard()
+            shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+            hint = f"; to continue the run there, use --resume {path}" if MODEL in others else ""
+            raise ValueError(
+                f"{option} {path}: the folder is not empty (it holds {shown}); a run is written only into a "
+                f"new or empty folder, so that nothing of yours is overwritten{hint}"
+            )
+        return folder
+
+    @classmethod
+    def claim_new(cls, parent: Path, stem: str) -> RunFolder:
+        """A new folder parent/stem (or stem-2, stem-3, ...: never one that exists), claimed."""
+        return cls.claim(new_folder(parent, stem))
+
+    def _lock(self) -> None:
+        """flock the lock file: the kernel drops the lock when this process ends, however it
+        ends, so a killed run never leaves a folder locked."""
+        lock = self.path / LOCK
+        for _ in range(3):
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                self.discard(lock=False)
+                raise OSError(f"{self.option} {self.path}: the folder is not writable ({e.strerror or e})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+                os.close(fd)
+                self.discard(lock=False)
+                who = f" (pid {holder[0]})" if holder else ""
+                raise ValueError(
+                    f"{self.option} {self.path}: another bptt run{who} is writing this folder; "
+                    "wait for it to finish, or choose another folder"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the holder removed the file between our open and our lock: try the new one
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            self._fd = fd
+            return
+        self.discard(lock=False)
+        raise ValueError(f"{self.option} {self.path}: other bptt runs keep taking this folder; choose another")
+
+    def wrote(self, name: str) -> Path:
+        """Note that this run writes `name` (removed again by `discard`); return its path."""
+        self.written.add(name)
+        return self.path / name
+
+    def release(self) -> None:
+        """Give the folder up, keeping everything written."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            (self.path / LOCK).unlink(missing_ok=True)
+            os.close(fd)
+
+    def discard(self, *, lock: bool = True) -> None:
+        """Undo the claim after a rejection: remove what this run wrote, its lock, and the folder
+        itself if this run created it and it is now empty."""
+        for name in self.written:
+            (self.path / name).unlink(missing_ok=True)
+        if lock:
+            self.release()
+        if self.created:
+            _remove_empty(self.path)
 
 
 def prepare_folder(path: Path) -> tuple[Path, bool]:

@@ -121,6 +121,7 @@ def fit(
     resume: TrainState | None = None,
     callback: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_state: Callable[[TrainState], None] | None = None,
 ) -> FitResult:
     """Train `model` on `task` for `steps` updates in total (counting those already in `resume`).
 
@@ -154,6 +155,8 @@ def fit(
     callback : called with each step's row as it is made, and with {"step", "event"} for each
         event (the train analysis writes metrics.jsonl from it)
     should_stop : polled before every step; True stops cleanly (e.g. after Ctrl-C)
+    on_state : called with the state after every step (its rows already emitted): a periodic
+        checkpoint taken there resumes exactly like one taken at the end
 
     Returns
     -------
@@ -271,6 +274,8 @@ def fit(
             first_norm=first_norm,
             blow_up=blow_up,
         )
+        if on_state is not None:
+            on_state(state)
     return _finish(
         cell, state, task, heldout, history, diverged_at, stopped, time.perf_counter() - start,
         tol=verdict_tol, eps=eps, lr=opt.lr, clip=clip,

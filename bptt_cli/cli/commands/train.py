@@ -36,42 +36,54 @@ from bptt_cli.cli.options import (
     TrainTask,
     TruncationOpt,
     VerdictTolOpt,
+    a_path,
     choice,
     config_from,
     parse_fail_on,
     plain,
 )
-from bptt_cli.cli.output import EXIT_INTERRUPTED, Output, exit_for, handle_errors
+from bptt_cli.cli.output import EXIT_INTERRUPTED, EXIT_TERMINATED, Output, exit_for, exit_interrupted, handle_errors
 from bptt_cli.cli.render.train import TrainProgress, render
+from bptt_cli.signals import Terminated
 
 D = analysis.TrainConfig
 
 
 class StopFlag:
-    """The first Ctrl-C asks training to stop after the current step; a second one aborts."""
+    """While training: the first Ctrl-C or SIGTERM asks the run to stop after the current step
+    (it is then saved); a second one stops it at once (the last checkpoint is kept)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
-        return self.requested
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signum is not None:
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        self.signum = signum
 
     def __enter__(self) -> "StopFlag":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: Ctrl-C keeps its default meaning
-            self._previous = None
+        for sig in self.SIGNALS:
+            try:
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # ignored by whoever started us (nohup, a background job): keep it so
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # not the main thread: signals keep their meaning
+                pass
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def command_line(ctx: typer.Context) -> str:
@@ -145,13 +157,25 @@ def command(
     fail_on: FailOnOpt = None,
     seed: SeedOpt = D.seed,
     out: Annotated[
-        Path | None, typer.Option("--out", metavar="PATH", help="The run folder. [default: runs/train-TIME]")
+        Path | None,
+        typer.Option("--out", parser=a_path, metavar="PATH", help="The run folder. [default: runs/train-TIME]"),
     ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option("--resume", metavar="PATH", help="Continue the run in this folder (or its model.npz)."),
+        typer.Option(
+            "--resume", parser=a_path, metavar="PATH", help="Continue the run in this folder (or its model.npz)."
+        ),
     ] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the figures into the run folder.")] = D.plots,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            "--checkpoint-every",
+            metavar="N|TIME",
+            help="Save the checkpoint every N steps or every TIME of wall clock (30s, 5m, 1h), so that a "
+            "killed run resumes from there.",
+        ),
+    ] = D.checkpoint_every,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -180,6 +204,11 @@ def command(
     render(o, result)
     doc = result.document()
     o.emit(doc["config"], doc["results"], doc["verdict"])
-    if result.fit.stopped:
-        raise typer.Exit(EXIT_INTERRUPTED)  # Ctrl-C: everything is saved, but the run did not finish
+    if result.fit.stopped:  # everything is saved, but the run did not finish
+        folder = shlex.quote(str(result.folder))
+        o.notice(
+            f"interrupted at step {result.fit.state.step} of {result.total_steps}: the run is saved in "
+            f"{result.folder}/ (model.npz, metrics.jsonl, summary.json); continue with: bptt train --resume {folder}"
+        )
+        exit_interrupted(stop.exit_code)
     exit_for(result.verdict.label, result.config.fail_on)

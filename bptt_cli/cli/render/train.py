@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from rich.console import Console
@@ -91,5 +90,5 @@ def render(o: Output, result: TrainResult) -> None:
     o.line(f"files: {files['folder']}/ (model.npz, config.json, metrics.jsonl, summary.json)")
     for p in r["plots"]:
         o.line(f"plot: {p}")
-    if r["interrupted"] or (r["diverged_at"] is None and r["steps_done"] < r["steps_requested"]):
-        o.line(f"stopped at step {r['steps_done']}; continue with: bptt train --resume {shlex.quote(files['folder'])}")
+    for note in r["notes"]:
+        o.note(note)
