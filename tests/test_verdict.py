@@ -8,7 +8,7 @@ import pytest
 from bptt_cli.core.eigen import singular_values
 from bptt_cli.core.lyapunov import lyapunov_exponents
 from bptt_cli.core.rnn import Params, init_params
-from bptt_cli.core.verdict import LABELS, Verdict, judge_gain, judge_matrix, pascanu_bounds
+from bptt_cli.core.verdict import LABELS, Verdict, judge_gain, judge_matrix, judge_trace, pascanu_bounds
 
 
 @pytest.mark.parametrize(
@@ -152,3 +152,12 @@ def test_judge_trace_without_points_is_undetermined():
     from bptt_cli.core.verdict import judge_trace
 
     assert judge_trace(math.nan, math.nan, 0, math.nan, 19, basis="trace_last_loss").label == "undetermined"
+
+
+def test_a_signal_that_is_zero_one_step_back_is_vanishing_not_undetermined():
+    """W_h = 0: dl_T/dh_T is finite and every earlier signal exactly zero (log -inf): no line can be
+    fitted through one point, but the signal plainly dies at once."""
+    v = judge_trace(math.nan, math.nan, 1, -math.inf, 29, basis="trace_last_loss")
+    assert (v.label, v.basis) == ("vanishing", "trace_last_loss_net") and v.evidence["gain"] == 0.0
+    # with no signal at T either, nothing is known
+    assert judge_trace(math.nan, math.nan, 0, math.nan, 29, basis="trace_last_loss").label == "undetermined"

@@ -29,6 +29,7 @@ def network_verdict(
     which: str = "last",
     lyapunov_gain: float | None = None,
     rho: float | None = None,
+    sigma_max: float | None = None,
     tol: float = DEFAULT_TOL,
     eps: float = 1e-3,
     evidence: dict[str, Any] | None = None,
@@ -37,10 +38,11 @@ def network_verdict(
 
     task, batch : the task the batch is from (None for random or file inputs): with the last
         loss's signal, the verdict is taken at the span the task depends on (`needed_span`)
-    rho : |lambda_1(W_h)| when the caller has it already (else numpy's eigvals)
+    rho, sigma_max : of W_h, when the caller has them already (else numpy's eigvals and the cell's SVD)
     """
     W = cell.recurrent_matrix()
-    sigma_max = getattr(cell, "sigma_max", None)
+    if sigma_max is None:
+        sigma_max = getattr(cell, "sigma_max", None)
     if W is not None and rho is None:
         rho = dense_spectral_radius(W)
     span = None if task is None or which != "last" else needed_span(task, batch)

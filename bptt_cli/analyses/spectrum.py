@@ -3,6 +3,8 @@ bounds, the Lyapunov exponents along a trajectory, and a verdict that names its 
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,9 +16,11 @@ from bptt_cli.analyses.source import DataOptions, ModelOptions, Source, default_
 from bptt_cli.core.eigen import (
     METHODS,
     REFERENCES,
+    ArpackFailed,
     EigenResult,
+    binary_exponent,
     dominant_eigenvalue,
-    reference_eigenvalues,
+    reference_spectrum,
     singular_values,
 )
 from bptt_cli.core.lyapunov import LyapunovResult, lyapunov_exponents
@@ -76,10 +80,16 @@ class SpectrumResult:
     verdict: Verdict
     notes: tuple[str, ...] = ()
     plots: tuple[Path, ...] = field(default=())
+    rho_note: str | None = None  # why rho is uncertain (choose_rho); None: it is not
+    reference_residual: float | None = None  # ARPACK's relative residual; None for numpy
 
     @property
     def reference_top(self) -> complex | None:
         return None if self.reference is None else complex(self.reference[0])
+
+    @property
+    def rho_uncertain(self) -> bool:
+        return self.rho_note is not None
 
     def results(self) -> dict:
         e, ref1 = self.eig, self.reference_top
@@ -102,6 +112,8 @@ class SpectrumResult:
             "reference": None,
             "rho": self.rho,
             "rho_source": self.rho_source,
+            "rho_uncertain": self.rho_uncertain,
+            "rho_uncertainty": self.rho_note,
             "singular_values": {"max": float(self.sigma[0]), "min": float(self.sigma[-1]), "all": self.sigma},
             "bounds": self.bounds,
             "lyapunov": None,
@@ -116,6 +128,7 @@ class SpectrumResult:
                 "abs_eigenvalue": abs(ref1),
                 "abs_difference": abs(e.abs_eigenvalue - abs(ref1)),
                 "relative_difference": abs(e.abs_eigenvalue - abs(ref1)) / abs(ref1) if abs(ref1) > 0 else None,
+                "residual": self.reference_residual,
                 "top_eigenvalues": self.reference[:10],
             }
         if self.lyapunov is not None:
@@ -143,9 +156,9 @@ class SpectrumResult:
 
 def run(config: SpectrumConfig) -> SpectrumResult:
     c = config
-    folder = ensure_folder(c.out) if wants_plots(c.plots, c.out) else None  # a bad --out fails before any work
     rng = np.random.default_rng(c.seed)
-    src = load_source(c, c, rng)
+    src = load_source(c, c, rng)  # sizes refused here leave no folder behind
+    folder = ensure_folder(c.out) if wants_plots(c.plots, c.out) else None  # a bad --out fails before the work
     cell = src.cell
     W = cell.recurrent_matrix().astype(np.float64)
     H = W.shape[0]
@@ -158,14 +171,31 @@ def run(config: SpectrumConfig) -> SpectrumResult:
     if ref_method == "numpy" and H > NUMPY_REFERENCE_MAX:
         ref_method = "arpack"
         notes.append(f"H = {H} > {NUMPY_REFERENCE_MAX}: reference switched from numpy to arpack")
-    eig = dominant_eigenvalue(W, max_iter=c.max_iter, tol=c.tol, rng=rng, method=c.method)
-    ref_all = None if ref_method is None else reference_eigenvalues(W, ref_method)
     sigma = singular_values(W)
-    rho, rho_source, note = choose_rho(
-        eig.abs_eigenvalue, eig.converged, eig.method, None if ref_all is None else float(abs(ref_all[0])), ref_method
+    if not np.isfinite(sigma[0]):  # sigma_max >= rho: the first to leave the float64 range
+        raise ValueError(_overflow_message(W, c))
+    eig = dominant_eigenvalue(W, max_iter=c.max_iter, tol=c.tol, rng=rng, method=c.method)
+    ref = None
+    if ref_method is not None:
+        try:
+            ref = reference_spectrum(W, ref_method)
+        except ArpackFailed as err:  # the cross-check is lost, not the analysis
+            notes.append(f"no {ref_method} reference: {err}; rho rests on {eig.method} alone")
+            ref_method = None
+    ref_all = None if ref is None else ref.eigenvalues
+    choice = choose_rho(
+        eig.abs_eigenvalue,
+        eig.converged,
+        eig.method,
+        None if ref_all is None else float(abs(ref_all[0])),
+        ref_method,
+        residual=eig.residual,
+        reference_residual=None if ref is None else ref.residual,
+        sigma_max=float(sigma[0]),
     )
-    if note:
-        notes.append(note)
+    rho, rho_source = choice.value, choice.source
+    if choice.note:
+        notes.append(choice.note)
     gamma = cell.gamma
     bounds = pascanu_bounds(rho, float(sigma[0]), gamma)
     lyap = sig = None
@@ -186,13 +216,60 @@ def run(config: SpectrumConfig) -> SpectrumResult:
         batch=b,
         lyapunov_gain=None if lyap is None else float(lyap.gains[0]),
         rho=rho,
+        sigma_max=float(sigma[0]),
         tol=c.verdict_tol,
     )
     result = SpectrumResult(
-        c, src, eig, ref_method, ref_all, rho, rho_source, sigma, bounds, lyap, sig, verdict, tuple(notes)
+        c,
+        src,
+        eig,
+        ref_method,
+        ref_all,
+        rho,
+        rho_source,
+        sigma,
+        bounds,
+        lyap,
+        sig,
+        verdict,
+        tuple(notes),
+        rho_note=choice.note,
+        reference_residual=None if ref is None else ref.residual,
     )
     if folder is None:
         return result
     from bptt_cli.plots.spectrum import spectrum_plots
 
     return SpectrumResult(**{**result.__dict__, "plots": tuple(spectrum_plots(folder, W, result, tol=c.tol))})
+
+
+def _magnitude(log10: float) -> str:
+    """A number given by its log10, written like "8e+308" even where float64 cannot hold it."""
+    exponent = math.floor(log10)
+    return f"{10 ** (log10 - exponent):.3g}e{exponent:+d}"
+
+
+def _overflow_message(W: np.ndarray, c: SpectrumConfig) -> str:
+    """Which of sigma_max and rho overflow float64, with their sizes (computed on W / 2^e)."""
+    e = binary_exponent(W)
+    Ws = np.ldexp(W, -e)
+    shift = e * math.log10(2)
+    sigma_log = math.log10(float(singular_values(Ws)[0])) + shift
+    if W.shape[0] <= NUMPY_REFERENCE_MAX:
+        rho_s = float(np.max(np.abs(reference_spectrum(Ws, "numpy").eigenvalues)))
+    else:
+        rho_s = dominant_eigenvalue(Ws, max_iter=c.max_iter, tol=c.tol).abs_eigenvalue
+    rho_log = math.log10(rho_s) + shift if rho_s > 0 else -math.inf
+    sigma = _magnitude(sigma_log)
+    what, lost = f"its largest singular value ({sigma}) overflows", "sigma_max and the products W_h v"
+    if rho_log > math.log10(sys.float_info.max):
+        what = f"its spectral radius ({_magnitude(rho_log)}) and largest singular value ({sigma}) overflow"
+        lost = "rho, sigma_max and the products W_h v"
+    if c.model is not None:
+        name = f"--model {c.model}"
+    else:
+        name = "W_h" if c.spectral_radius is None else f"--spectral-radius {c.spectral_radius:g}"
+    return (
+        f"{name}: the entries of W_h are finite, but {what} float64 (largest {sys.float_info.max:.3g}): "
+        f"{lost} cannot be computed; scale W_h down"
+    )

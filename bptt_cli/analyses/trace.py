@@ -129,6 +129,7 @@ def run(config: TraceConfig) -> TraceResult:
         which=c.signal,
         lyapunov_gain=lyap_gain,
         rho=rho,
+        sigma_max=sigma_max,
         tol=c.verdict_tol,
         eps=c.eps,
     )

@@ -1,7 +1,7 @@
 """The `bptt` command line: the Typer app. It imports the commands; nothing imports it.
 
 Exit codes (cli/output.py): 0 ok, 1 bad input or runtime error, 2 usage error, 3 a --fail-on
-label was hit, 4 gradcheck failed, 130 interrupted, 141 closed pipe.
+label was hit, 4 gradcheck failed, 130 interrupted, 141 closed pipe, 143 terminated.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class BpttGroup(TyperGroup):
                 command = argv[0] if argv and argv[0] in self.commands else None
                 code = EXIT_USAGE if isinstance(e, _USAGE_ERROR) else e.exit_code
                 try:
-                    fail(command, e.format_message().replace("\n", " "), code, json="--json" in argv)
+                    # Typer prefixes a rejected choice with pydantic's "Value error, ": not ours to show
+                    message = e.format_message().replace("\n", " ").replace("Value error, ", "")
+                    fail(command, message, code, json="--json" in argv)
                 except typer.Exit as stop:
                     rv = stop.exit_code
         except typer.Abort:  # click's form of an end of input (or a Ctrl-C) while it parsed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -142,6 +143,7 @@ def handle_errors(command: str) -> Callable[[F], F]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             json, quiet = bool(kwargs.get("json")), bool(kwargs.get("quiet"))
+            warnings.showwarning = _silent if quiet else _one_line  # -q: no warnings; else one line each
             if sys.stdout is None and (json or not quiet):  # `>&-`: fail before any work, not after it
                 fail(
                     command,
@@ -183,6 +185,14 @@ def handle_errors(command: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return wrap
+
+
+def _one_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    sys.stderr.write(f"bptt: warning: {first_line(Exception(str(message)))}\n")
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def exit_for(label: str | None, fail_on: tuple[str, ...]) -> None:

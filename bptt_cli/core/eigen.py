@@ -23,12 +23,17 @@ settles. Three methods, each Rayleigh-Ritz on a subspace built from the same mat
 
 All stop when the relative residual ||W u - theta u|| / (|theta| ||u||) of the dominant Ritz
 pair is <= tol, and report converged=False when max_iter runs out first.
+
+A matrix is first divided by a power of two (exact in floating point) so that its largest entry
+is of order 1: the vector norms of the iteration would otherwise overflow for entries beyond
+about 1e150, or underflow below 1e-150, and report a residual of 0 for a wrong answer. The
+eigenvalue is scaled back at the end; one beyond the float64 range comes back as inf.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.linalg
@@ -82,11 +87,18 @@ class EigenResult:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _as_operator(A: np.ndarray | Matvec, n: int | None) -> tuple[Matvec, int]:
+def _exponent(W: np.ndarray) -> int:
+    """e with max |W| in [2^(e-1), 2^e): W / 2^e has entries of order 1 (0 for a zero matrix)."""
+    top = float(np.max(np.abs(W))) if W.size else 0.0
+    return int(np.frexp(top)[1]) if top > 0 else 0
+
+
+def _as_operator(A: np.ndarray | Matvec, n: int | None) -> tuple[Matvec, int, int]:
+    """The matvec, the dimension, and the power of two e the matrix was divided by (0 for a callable)."""
     if callable(A):
         if n is None:
             raise ValueError("`n` (the dimension) is required when `A` is a matvec callable")
-        return A, check_positive_int("n", n)
+        return A, check_positive_int("n", n), 0
     W = np.asarray(A)
     if W.ndim != 2 or W.shape[0] != W.shape[1] or W.size == 0:
         raise ValueError(f"`A` must be a non-empty square matrix; got shape {W.shape}")
@@ -97,7 +109,20 @@ def _as_operator(A: np.ndarray | Matvec, n: int | None) -> tuple[Matvec, int]:
         raise ValueError("`A` contains NaN or infinite values")
     if n is not None and n != W.shape[0]:
         raise ValueError(f"`n` = {n} does not match the matrix size {W.shape[0]}")
-    return (lambda v: W @ v), W.shape[0]
+    e = _exponent(W)
+    Ws = np.ldexp(W, -e) if e else W
+    return (lambda v: Ws @ v), W.shape[0], e
+
+
+def _scaled_back(r: EigenResult, e: int) -> EigenResult:
+    """The result for 2^e W from the one for W: the eigenvalue and its history scale, nothing else does."""
+    if e == 0:
+        return r
+    with np.errstate(over="ignore"):
+        lam = complex(np.ldexp(r.eigenvalue.real, e), np.ldexp(r.eigenvalue.imag, e))
+        modulus = float(np.ldexp(r.abs_eigenvalue, e))
+        history = np.ldexp(r.history, e)
+    return replace(r, eigenvalue=lam, abs_eigenvalue=modulus, history=history)
 
 
 def _start_vector(n: int, rng: np.random.Generator, v0: np.ndarray | None) -> np.ndarray:
@@ -340,7 +365,9 @@ def dominant_eigenvalue(
     -------
     EigenResult. `converged` is False when the residual did not reach `tol` in `max_iter`
     iterations (a near tie |lambda_2| ~ |lambda_1|, a defective eigenvalue, too small a budget);
-    the estimate is then the best one seen, flagged as such.
+    the estimate is then the best one seen, flagged as such. A matrix is scaled by a power of
+    two for the iteration (see the module docstring); a callable's products are used as they
+    come, so they must stay within about 1e+-150 for the norms to be finite and non-zero.
     """
     check_choice("method", method, METHODS)
     max_iter = check_positive_int("max_iter", max_iter)
@@ -352,39 +379,126 @@ def dominant_eigenvalue(
         raise ValueError(f"`krylov_dim` must be at least 3; got {krylov_dim}")
     if nev > krylov_dim // 2:
         raise ValueError(f"`nev` must be at most krylov_dim // 2 = {krylov_dim // 2}; got {nev}")
-    matvec, n = _as_operator(A, n)
+    matvec, n, e = _as_operator(A, n)
     rng = np.random.default_rng(0) if rng is None else rng
     v = _start_vector(n, rng, v0)
     if n == 1:
         w = float(np.asarray(matvec(np.ones(1)))[0])
-        return _result(w, np.ones(1), 1, 1, True, 0.0, [abs(w)], [0.0], None, method)
+        return _scaled_back(_result(w, np.ones(1), 1, 1, True, 0.0, [abs(w)], [0.0], None, method), e)
     with np.errstate(over="ignore", invalid="ignore"):
         if method == "krylov-schur":
-            return _krylov(matvec, n, v, krylov_dim, nev, max_iter, float(tol))
-        return _subspace(matvec, n, v, 2 if method == "subspace" else 1, max_iter, float(tol), rng, method)
+            r = _krylov(matvec, n, v, krylov_dim, nev, max_iter, float(tol))
+        else:
+            r = _subspace(matvec, n, v, 2 if method == "subspace" else 1, max_iter, float(tol), rng, method)
+    return _scaled_back(r, e)
 
 
 # ---------------------------------------------------------------------------- references
 
+# ARPACK's start vector: fixed, so that the same matrix gets the same reference, and generic: the
+# all-ones vector is annihilated by every matrix whose rows sum to zero, and ARPACK then stops
+# with "starting vector is zero"
+ARPACK_START_SEED = 0x5EED
 
-def reference_eigenvalues(W: np.ndarray, method: str = "numpy") -> np.ndarray:
-    """Eigenvalues of W sorted by modulus, descending: all of them (numpy.linalg.eigvals) or
-    only the dominant one (scipy.sparse.linalg.eigs, ARPACK, k = 1; numpy below n = 3)."""
+
+class ArpackFailed(ValueError):
+    """ARPACK stopped without an eigenvalue (no convergence within its iteration budget, or an error)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference for lambda_1.
+
+    method : "numpy" | "arpack"
+    eigenvalues : sorted by modulus, descending: all of them ("numpy"), or the dominant one
+        ARPACK converged to ("arpack"), which may not be lambda_1
+    residual : ||W v - lambda v|| / (|lambda| ||v||) of ARPACK's pair; None for "numpy", whose
+        eigenvalues are all there and backward stable
+    """
+
+    method: str
+    eigenvalues: np.ndarray
+    residual: float | None
+
+
+def binary_exponent(W: np.ndarray) -> int:
+    """The power of two e with max |W| in [2^(e-1), 2^e), 0 for a zero matrix.
+
+    Parameters
+    ----------
+    W : a finite real array
+
+    Returns
+    -------
+    int. W / 2^e (np.ldexp(W, -e), exact in floating point) has entries of order 1.
+    """
+    return _exponent(np.asarray(W, dtype=np.float64))
+
+
+def reference_spectrum(W: np.ndarray, method: str = "numpy") -> Reference:
+    """The dense reference (numpy.linalg.eigvals: every eigenvalue) or ARPACK's dominant pair
+    (scipy.sparse.linalg.eigs, k = 1, from a fixed random start; numpy below n = 3), with the
+    residual that shows whether ARPACK's answer is an eigenvalue.
+
+    Parameters
+    ----------
+    W : (n, n) finite real matrix
+    method : "numpy" or "arpack"
+
+    Returns
+    -------
+    Reference. A zero matrix gets its exact answer, zeros, without ARPACK (which cannot start:
+    every vector is in the kernel). ARPACK runs on W divided by a power of two, so that its
+    iteration neither overflows nor underflows; the eigenvalue is scaled back (inf beyond the
+    float64 range).
+
+    Raises
+    ------
+    ArpackFailed (a ValueError) when ARPACK does not converge or stops with an error.
+    """
     check_choice("method", method, REFERENCES)
     W = np.asarray(W, dtype=np.float64)
-    if method == "arpack" and W.shape[0] >= 3:
-        from scipy.sparse.linalg import eigs
+    n = W.shape[0]
+    if method == "numpy" or n < 3:
+        return Reference(method, _by_modulus(np.linalg.eigvals(W)), None)
+    if not np.any(W):
+        return Reference(method, np.zeros(1, dtype=np.complex128), 0.0)
+    from scipy.sparse.linalg import ArpackError, eigs
 
-        ev = eigs(W, k=1, which="LM", return_eigenvectors=False, v0=np.ones(W.shape[0]))
-    else:
-        ev = np.linalg.eigvals(W)
+    e = _exponent(W)
+    Ws = np.ldexp(W, -e)
+    v0 = np.random.default_rng(ARPACK_START_SEED).standard_normal(n)
+    try:
+        ev, V = eigs(Ws, k=1, which="LM", v0=v0)
+    except ArpackError as err:  # ArpackNoConvergence is one
+        raise ArpackFailed(f"ARPACK found no eigenvalue of the {n} x {n} matrix ({err})") from None
+    lam, v = complex(ev[0]), V[:, 0]
+    residual = _relative(float(np.linalg.norm(Ws @ v - lam * v) / np.linalg.norm(v)), lam)
+    with np.errstate(over="ignore"):
+        lam = complex(np.ldexp(lam.real, e), np.ldexp(lam.imag, e))
+    return Reference(method, np.array([lam]), residual)
+
+
+def _by_modulus(ev: np.ndarray) -> np.ndarray:
     ev = np.asarray(ev, dtype=np.complex128)
     return ev[np.lexsort((-ev.imag, -np.abs(ev)))]
 
 
+def reference_eigenvalues(W: np.ndarray, method: str = "numpy") -> np.ndarray:
+    """Eigenvalues of W sorted by modulus, descending: all of them (numpy.linalg.eigvals) or
+    only the dominant one ARPACK finds (`reference_spectrum`, which also gives its residual)."""
+    return reference_spectrum(W, method).eigenvalues
+
+
 def singular_values(W: np.ndarray) -> np.ndarray:
-    """All singular values of W, descending (sigma_max first)."""
-    return np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False)
+    """All singular values of W, descending (sigma_max first); exact zeros for a zero matrix.
+
+    LAPACK scales a matrix with huge entries itself, so sigma_max is inf only when it is beyond
+    the float64 range."""
+    W = np.asarray(W, dtype=np.float64)
+    if not np.any(W):
+        return np.zeros(min(W.shape))
+    return np.linalg.svd(W, compute_uv=False)
 
 
 def dense_spectral_radius(W: np.ndarray) -> float:

@@ -12,8 +12,9 @@ a nonlinear network anything: diag(f'(a_t)) varies along the trajectory.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bptt_cli.core.signal import SignalTrace
 from bptt_cli.core.validate import check_choice, check_float
@@ -226,6 +227,9 @@ def judge_trace(
         "steps": steps,
     }
     if points < 2 or math.isnan(gain):
+        if log_net_change == -math.inf:  # finite at T, exactly zero before: it dies in one step
+            ev.update(gain=0.0, eps=eps)
+            return Verdict("vanishing", f"{basis}_net", "the signal is exactly zero one step back: it dies at once", ev)
         return Verdict("undetermined", basis, "fewer than two non-zero points: the signal cannot be fitted", ev)
     if (math.isfinite(r2) and r2 >= MIN_FIT_R2) or not math.isfinite(log_net_change):
         return judge_gain(gain, basis=basis, tol=tol, evidence=ev)
@@ -510,27 +514,106 @@ def judge_truncation(
     return Verdict(signal.label, "estimator_statistics", msg, evidence)
 
 
+# A pair with ||W v - lambda v|| <= r |lambda| ||v|| is an exact eigenpair of a matrix within
+# r |lambda| of W: at r = 1e-6 lambda is an eigenvalue to far better than a per-step gain needs,
+# whether or not the method reached its own --tol
+EIGENPAIR_RESIDUAL = 1e-6
+# below sqrt(eps) sigma_max an eigenvalue is zero to working precision: a backward-stable method
+# computes the defective eigenvalue 0 of a nilpotent W_h as about sqrt(eps) ||W_h||
+ZERO_RHO = math.sqrt(sys.float_info.epsilon)
+# two moduli closer than this (relative) are the same eigenvalue
+RHO_AGREE = 1e-6
+
+
+class RhoChoice(NamedTuple):
+    """rho for the bounds and the verdict, where it came from, and why it is uncertain (None: it is not)."""
+
+    value: float
+    source: str
+    note: str | None
+
+    @property
+    def uncertain(self) -> bool:
+        """rho rests on answers that disagree, or on a method that did not converge."""
+        return self.note is not None
+
+
+def _backward_residual(value: float, residual: float | None, floor: float) -> float:
+    """||W v - lambda v|| / (max(|lambda|, floor) ||v||) from the relative residual; inf if unknown."""
+    if residual is None or not math.isfinite(value):
+        return math.inf
+    if value == 0:
+        return 0.0 if residual == 0 else math.inf
+    return residual * value / max(value, floor)
+
+
 def choose_rho(
-    estimate: float, converged: bool, method: str, reference: float | None, reference_method: str | None
-) -> tuple[float, str, str | None]:
-    """rho for the bounds and the verdict, where it came from, and a note when the methods disagree.
+    estimate: float,
+    converged: bool,
+    method: str,
+    reference: float | None,
+    reference_method: str | None,
+    *,
+    residual: float | None = None,
+    reference_residual: float | None = None,
+    sigma_max: float | None = None,
+) -> RhoChoice:
+    """rho for the bounds and the verdict, where it came from, and why it is uncertain.
 
     numpy's eigvals computes every eigenvalue, so its largest modulus is rho. A Krylov answer
-    (ours or ARPACK's) is an eigenvalue that may not be the largest, so the larger of the two
-    converged ones is the better estimate. Without either, the unconverged estimate is all there is.
+    (ours or ARPACK's) is an eigenvalue that may not be the largest. An answer counts when its
+    residual shows it is an eigenvalue: ours converged, or either's relative residual is <=
+    EIGENPAIR_RESIDUAL (relative to ZERO_RHO sigma_max instead of |lambda| when |lambda| is
+    smaller, where a relative residual means nothing). rho is the largest answer that counts;
+    without one, the unconverged estimate is all there is. rho is uncertain when the two answers
+    disagree, when one is not an eigenvalue, or when ours did not converge: the note says which.
+
+    Parameters
+    ----------
+    estimate, converged, method, residual : |lambda_1| of `dominant_eigenvalue`, its flag, its
+        method and its relative residual
+    reference, reference_method : the reference's |lambda_1| and "numpy" | "arpack" (None: none)
+    reference_residual : the relative residual of ARPACK's pair; None trusts ARPACK's convergence
+    sigma_max : the largest singular value of W, the scale below which a modulus is zero
+
+    Returns
+    -------
+    RhoChoice(value, source, note); `note` is None exactly when rho is certain.
     """
     if reference is not None and reference_method == "numpy":
-        return reference, "numpy", None
-    candidates = [(estimate, method)] if converged else []
-    note = None
+        return RhoChoice(reference, "numpy", None)
+    floor = 0.0 if sigma_max is None else ZERO_RHO * float(sigma_max)
+    ours_counts = converged or _backward_residual(estimate, residual, floor) <= EIGENPAIR_RESIDUAL
+    ref_counts = reference is not None and (
+        reference_residual is None or _backward_residual(reference, reference_residual, floor) <= EIGENPAIR_RESIDUAL
+    )
+    ours = method if converged else f"{method} (not converged)"
+    candidates = [(estimate, ours)] if ours_counts else []
+    reasons = []
+    if not converged:
+        res = "residual unknown" if residual is None else f"residual {residual:.2g}"
+        shown = "but its residual shows that" if ours_counts else "and its"
+        tail = "is an eigenvalue" if ours_counts else "is not yet shown to be an eigenvalue"
+        reasons.append(f"{method} did not converge ({res}; raise --max-iter), {shown} {estimate:.10g} {tail}")
     if reference is not None:
-        candidates.append((reference, reference_method))
-        if converged and abs(reference - estimate) > 1e-6 * max(reference, 1e-300):
-            note = (
-                f"{method} and {reference_method} disagree on |lambda_1| ({estimate:.10g} vs {reference:.10g}): "
-                "a Krylov method can converge to a non-dominant eigenvalue; the larger is used as rho"
+        if ref_counts:
+            candidates.append((reference, reference_method))
+            if ours_counts and abs(reference - estimate) > max(RHO_AGREE * max(reference, estimate), floor):
+                reasons.append(
+                    f"{method} and {reference_method} disagree on |lambda_1| ({estimate:.10g} vs {reference:.10g}): "
+                    "a Krylov method can converge to a non-dominant eigenvalue"
+                )
+        else:
+            reasons.append(
+                f"{reference_method}'s |lambda_1| {reference:.10g} is not an eigenvalue "
+                f"(residual {reference_residual:.2g})"
             )
     if not candidates:
-        return estimate, f"{method} (not converged)", None
-    value, source = max(candidates)
-    return value, source, note
+        value, source = estimate, f"{method} (not converged)"
+        reasons.append(f"rho is the unconverged estimate {estimate:.10g}")
+    else:
+        value, source = max(candidates)
+        if reasons:
+            reasons.append(f"rho = {value:.10g}, the largest answer shown to be an eigenvalue (a larger one may exist)")
+    note = f"rho is uncertain: {'; '.join(reasons)}" if reasons else None
+    return RhoChoice(value, source, note)

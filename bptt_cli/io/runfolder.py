@@ -134,8 +134,8 @@ class RunFolder:
         OSError naming `option`, and nothing is left behind.
         """
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise OSError(f"{option} {path}: exists and is not a folder")
+        if _kind(path, option) == "other":
+            raise OSError(f"{option} {shown(path)}: exists and is not a folder")
         created = False
         try:
             path.mkdir(parents=True)
@@ -143,7 +143,7 @@ class RunFolder:
         except FileExistsError:
             pass
         except OSError as e:
-            raise OSError(f"{option} {path}: cannot create the folder ({e.strerror or e})") from None
+            raise OSError(f"{option} {shown(path)}: cannot create the folder ({e.strerror or e})") from None
         folder = cls(path, created, option)
         folder._lock()
         try:
@@ -153,10 +153,10 @@ class RunFolder:
             raise OSError(f"{option} {path}: cannot read the folder ({e.strerror or e})") from None
         if others and not own_run:
             folder.discard()
-            shown = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
+            listing = ", ".join(others[:4]) + (f" and {len(others) - 4} more" if len(others) > 4 else "")
             hint = f"; to continue the run there, use --resume {path}" if MODEL in others else ""
             raise ValueError(
-                f"{option} {path}: the folder is not empty (it holds {shown}); a run is written only into a "
+                f"{option} {path}: the folder is not empty (it holds {listing}); a run is written only into a "
                 f"new or empty folder, so that nothing of yours is overwritten{hint}"
             )
         return folder
@@ -290,12 +290,29 @@ def discard_folder(path: Path, created: bool, names: tuple[str, ...] = (CONFIG, 
 def ensure_folder(path: Path, option: str = "--out") -> Path:
     """The output folder of a command (created if needed), checked writable before any work."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OSError(f"{option} {path}: exists and is not a folder")
+    if _kind(path, option) == "other":
+        raise OSError(f"{option} {shown(path)}: exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"{option} {path}: cannot create the folder ({e.strerror or e})") from None
+        raise OSError(f"{option} {shown(path)}: cannot create the folder ({e.strerror or e})") from None
     if not os.access(path, os.W_OK):
-        raise OSError(f"{option} {path}: the folder is not writable")
+        raise OSError(f"{option} {shown(path)}: the folder is not writable")
     return path
+
+
+def shown(path: Path, width: int = 80) -> str:
+    """A path for a one-line message: a very long one shortened in the middle."""
+    text = str(path)
+    return text if len(text) <= width else f"{text[: width // 2]}...{text[-(width // 2 - 3) :]}"
+
+
+def _kind(path: Path, option: str) -> str:
+    """'missing' | 'folder' | 'other'; a path the system cannot even look up (too long, a file in
+    the way of a parent) is an OSError naming the option."""
+    try:
+        if not path.exists():
+            return "missing"
+        return "folder" if path.is_dir() else "other"
+    except OSError as e:
+        raise OSError(f"{option} {shown(path)}: not a usable path ({e.strerror or e})") from None

@@ -17,7 +17,7 @@ def render(o: Output, r: SpectrumResult) -> None:
         ["complex pair", fmt(e.is_complex_pair), "-" if ref1 is None else fmt(ref1.imag != 0)],
         ["converged", fmt(e.converged), ""],
         ["iterations / matvecs", f"{e.iterations} / {e.matvecs}", ""],
-        ["residual", fmt(e.residual, 3), ""],
+        ["residual", fmt(e.residual, 3), "" if r.reference_residual is None else fmt(r.reference_residual, 3)],
         ["|lambda_2/lambda_1| est.", fmt(e.ratio_estimate), ""],
     ]
     if ref1 is not None:
@@ -42,7 +42,7 @@ def render(o: Output, r: SpectrumResult) -> None:
             [
                 ["sigma_max", b["sigma_max"], b["sigma_statement"]],
                 ["sigma_min", float(r.sigma[-1]), ""],
-                ["rho", b["rho"], b["rho_statement"]],
+                ["rho (uncertain)" if r.rho_uncertain else "rho", b["rho"], b["rho_statement"]],
             ],
         )
     )
