@@ -157,12 +157,50 @@ def test_bad_files(tmp_path):
     one_line_error(run("--model", str(tmp_path / "rect.npy"), "--no-plots"), "square")
 
 
-def test_inputs_shorter_than_seq_len(tmp_path):
-    np.save(tmp_path / "x.npy", np.zeros((20, 2, 4)))
-    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-T", "21", "--no-plots"), "--seq-len 21", "20 steps")
-    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "-B", "3", "-T", "5", "--no-plots"), "--batch 3")
+def test_the_inputs_file_sets_t_b_and_d(tmp_path):
+    """T, B and D come from --inputs; --seq-len and --batch may repeat them, never contradict them
+    (issue 13: it used to take 8 of 16 sequences and want -T and -B typed by hand)."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 16, 4)))
+    doc = json.loads(run("--inputs", str(tmp_path / "x.npy"), "--json", "-q").stdout)
+    assert (doc["results"]["data"]["seq_len"], doc["results"]["data"]["batch"]) == (20, 16)
+    assert doc["results"]["network"]["input"] == 4 and "inputs from" in doc["results"]["data"]["description"]
+    assert "random" not in doc["results"]["data"]["description"]
+    one_line_error(
+        run("--inputs", str(tmp_path / "x.npy"), "-T", "21", "--no-plots"), "`--seq-len` 21", "20 steps", code=2
+    )
+    one_line_error(
+        run("--inputs", str(tmp_path / "x.npy"), "-B", "3", "--no-plots"), "`--batch` 3", "16 sequences", code=2
+    )
+    assert run("--inputs", str(tmp_path / "x.npy"), "-T", "20", "-B", "16", "-q").exit_code == 0
+    # a model with D = 4 and inputs with D = 5
+    save_checkpoint(
+        tmp_path / "m.npz", init_params(np.random.default_rng(1), input_size=4, hidden_size=6, output_size=3), {}
+    )
     np.save(tmp_path / "d.npy", np.zeros((20, 2, 5)))
-    one_line_error(run("--inputs", str(tmp_path / "d.npy"), "-T", "5", "-B", "2", "--no-plots"), "D = 5")
+    one_line_error(run("--model", str(tmp_path / "m.npz"), "--inputs", str(tmp_path / "d.npy"), "--no-plots"), "D = 5")
+
+
+def test_batch_first_inputs_and_targets_equal_time_first(tmp_path):
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(25, 6, 3)), rng.integers(0, 4, size=(25, 6))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "xb.npy", x.swapaxes(0, 1))
+    np.save(tmp_path / "yb.npy", y.swapaxes(0, 1))
+    common = ["-H", "8", "--output", "4", "--json", "-q", "--seed", "5"]
+    a = json.loads(run("--inputs", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "y.npy"), *common).stdout)
+    b = json.loads(
+        run(
+            "--inputs", str(tmp_path / "xb.npy"), "--targets", str(tmp_path / "yb.npy"), "--batch-first", *common
+        ).stdout
+    )
+    assert a["results"]["per_step"] == b["results"]["per_step"] and a["results"]["data"]["loss"] == "xent"
+    # without targets the loss is said, and it is the states' own
+    c = json.loads(run("--inputs", str(tmp_path / "x.npy"), *common).stdout)
+    assert c["results"]["data"]["loss"] == "half-square" and "no targets" in c["results"]["data"]["description"]
+    one_line_error(run("--inputs", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "yb.npy"), *common[:4]),
+                   "--targets", "T = 25, B = 6")  # fmt: skip
+    one_line_error(run("--targets", str(tmp_path / "y.npy"), "--no-plots"), "--targets", code=2)
 
 
 def test_forward_overflow_is_one_line():

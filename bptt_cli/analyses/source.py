@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 
 from bptt_cli.analyses.tasks import TASKS, Batch, Task, heldout_set, make_task, needed_span
+from bptt_cli.analyses.text import CLEANINGS
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.cells import Cell, RNNCell
 from bptt_cli.core.losses import LOSSES, get_loss
 from bptt_cli.core.rnn import INITS, Params, init_params, scale_to_spectral_radius
 from bptt_cli.core.validate import OptionError, check_choice, check_float, check_int
-from bptt_cli.io.filekind import check_npy_header
+from bptt_cli.io.filekind import check_npy_header, npy_claim
 from bptt_cli.io.memory import check_fits
 from bptt_cli.io.models import ModelFile, open_model
 
@@ -72,6 +73,9 @@ class DataOptions:
     delay: int | None = None
     alphabet: int | None = None
     h0: str = "zeros"
+    text_clean: str = "none"
+    targets: Path | None = None
+    batch_first: bool = False
 
     def check_data_options(self) -> None:
         if self.task is not None:
@@ -87,8 +91,13 @@ class DataOptions:
             check_int("--alphabet", self.alphabet, min=2)
         if self.inputs is not None and self.task not in (None, "random"):
             raise ValueError(f"`--inputs` gives the inputs itself; it cannot be combined with --task {self.task}")
+        if self.targets is not None and self.inputs is None:
+            raise ValueError("`--targets` are the targets of --inputs' sequences; give --inputs too")
+        if self.batch_first and self.inputs is None:
+            raise ValueError("`--batch-first` says how --inputs (and --targets) are laid out; give --inputs too")
         if self.text is not None and self.task not in (None, "text"):
             raise ValueError("`--text` applies to --task text only")
+        check_choice("--text-clean", self.text_clean, CLEANINGS)
         if self.h0 not in H0_CHOICES and not Path(self.h0).is_file():
             raise ValueError(f"`--h0` must be zeros, random or a .npy file; got {self.h0!r} (no such file)")
 
@@ -177,6 +186,7 @@ def _task(opts: DataOptions, saved: dict[str, Any]) -> Task | None:
         alphabet=opts.alphabet if opts.alphabet is not None else int(saved.get("alphabet") or 8),
         delay=opts.delay if opts.delay is not None else int(saved.get("delay") or 10),
         text=text,
+        text_clean=opts.text_clean if opts.text_clean != "none" else str(saved.get("text_clean") or "none"),
     )
 
 
@@ -235,37 +245,103 @@ def _random_targets(rng: np.random.Generator, loss: str, T: int, B: int, V: int)
     return None
 
 
-def load_inputs(path: Path, seq_len: int | None, batch: int | None, D: int) -> np.ndarray:
-    """Inputs from a .npy file, (T, B, D) or (T, D) for one sequence; T and B come from the file
-    (--seq-len and --batch may only take a leading part of it)."""
+def _read_array(path: Path, option: str) -> np.ndarray:
+    """A numeric .npy array, its header checked before anything is allocated."""
     try:
         with open(path, "rb") as f:
-            check_npy_header(f, Path(path).stat().st_size, f"--inputs {path}")
+            check_npy_header(f, Path(path).stat().st_size, f"{option} {path}")
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:
-        if str(e).startswith("--inputs"):
+        if str(e).startswith(option):
             raise
-        raise ValueError(f"--inputs {path}: not a numeric .npy array without pickles ({e})") from None
+        raise ValueError(f"{option} {path}: not a numeric .npy array without pickles ({e})") from None
     except (OSError, EOFError) as e:
-        raise ValueError(f"--inputs {path}: cannot read ({e})") from None
+        raise ValueError(f"{option} {path}: cannot read ({e})") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
-        raise ValueError(f"--inputs {path}: not a real numeric array (dtype {getattr(arr, 'dtype', '?')})")
+        raise ValueError(f"{option} {path}: not a real numeric array (dtype {getattr(arr, 'dtype', '?')})")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{option} {path}: contains NaN or infinite values")
+    return arr
+
+
+def _sizes_agree(path: Path, T: int, B: int, seq_len: int | None, batch: int | None) -> None:
+    """--seq-len and --batch may repeat the file's T and B, never contradict them."""
+    for option, given, have in (("--seq-len", seq_len, T), ("--batch", batch, B)):
+        if given is not None and given != have:
+            what = "steps" if option == "--seq-len" else "sequences"
+            raise OptionError(f"`{option}` {given} contradicts --inputs {path}, which holds {have} {what}")
+
+
+def load_inputs(
+    path: Path, seq_len: int | None, batch: int | None, D: int | None, *, batch_first: bool = False
+) -> np.ndarray:
+    """Inputs from a .npy file: (T, B, D), (B, T, D) with batch_first, or (T, D) for one sequence.
+    T, B and D come from the file, every sequence is used; --seq-len and --batch may only repeat
+    them. D None: any input size (a fresh network takes the file's)."""
+    arr = _read_array(path, "--inputs")
     if arr.ndim == 2:
         arr = arr[:, None, :]  # one sequence
+    elif arr.ndim == 3 and batch_first:
+        arr = np.swapaxes(arr, 0, 1)  # (B, T, D) -> (T, B, D)
     if arr.ndim != 3:
-        raise ValueError(f"--inputs {path}: shape {arr.shape}; expected (T, B, D) or (T, D)")
-    T_data, B_data, D_data = arr.shape
-    if D_data != D:
-        raise ValueError(f"--inputs {path}: input size D = {D_data}, but the model expects D = {D}")
-    T = T_data if seq_len is None else seq_len
-    B = B_data if batch is None else batch
-    if T > T_data:
-        raise ValueError(f"--seq-len {T} is larger than the {T_data} steps in --inputs {path}")
-    if B > B_data:
-        raise ValueError(f"--batch {B} is larger than the {B_data} sequences in --inputs {path}")
-    if not np.all(np.isfinite(arr[:T, :B])):
-        raise ValueError(f"--inputs {path}: contains NaN or infinite values")
-    return arr[:T, :B].astype(np.float64)
+        layout = "(B, T, D)" if batch_first else "(T, B, D)"
+        raise ValueError(f"--inputs {path}: shape {arr.shape}; expected {layout} or (T, D)")
+    T, B, D_data = arr.shape
+    if D is not None and D_data != D:
+        hint = " (is it batch-first? then give --batch-first)" if not batch_first and arr.shape[1] == D else ""
+        raise ValueError(f"--inputs {path}: input size D = {D_data}, but the model expects D = {D}{hint}")
+    _sizes_agree(path, T, B, seq_len, batch)
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def targets_loss(path: Path | None, requested: str | None) -> str:
+    """The loss of --inputs' sequences: from the dtype of --targets (integers: xent on classes;
+    floats: mse), or half-square (1/2 ||h_t||^2 of the states, no targets) without a file."""
+    if path is None:
+        if requested not in (None, "half-square"):
+            raise OptionError(
+                f"`--loss {requested}` needs the targets of --inputs' sequences: give --targets FILE "
+                "(without it the loss is half-square, 1/2 ||h_t||^2 of the states)"
+            )
+        return "half-square"
+    with open(path, "rb") as f:
+        try:
+            _, dtype = npy_claim(f)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"--targets {path}: not a readable .npy array ({e})") from None
+    loss = "xent" if dtype.kind in "iu" else "mse"
+    if requested is not None and requested != loss:
+        kind = "integer classes" if loss == "xent" else "floats"
+        raise OptionError(f"`--loss {requested}` does not fit --targets {path}, which holds {kind} (the loss {loss})")
+    return loss
+
+
+def load_targets(path: Path, loss: str, T: int, B: int, V: int, *, batch_first: bool = False) -> np.ndarray:
+    """--targets: (T, B) integer classes < V (xent) or (T, B, V) floats (mse); (B, T[, V]) with
+    batch_first; (T,) or (T, V) for one sequence. Checked against the inputs and the output layer."""
+    arr = _read_array(path, "--targets")
+    want = 2 if loss == "xent" else 3
+    if arr.ndim == want - 1 and B == 1:
+        arr = arr[:, None]  # one sequence
+    elif arr.ndim == want and batch_first:
+        arr = np.swapaxes(arr, 0, 1)
+    shape = (
+        ("(T, B)" if loss == "xent" else "(T, B, V)")
+        if not batch_first
+        else ("(B, T)" if loss == "xent" else "(B, T, V)")
+    )
+    if arr.ndim != want or arr.shape[:2] != (T, B):
+        raise ValueError(f"--targets {path}: shape {arr.shape}; expected {shape} with T = {T}, B = {B} as --inputs")
+    if loss == "xent":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= V:
+            raise ValueError(
+                f"--targets {path}: classes must be in 0..{V - 1} (the output layer has V = {V}); got {lo}..{hi}"
+            )
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.shape[2] != V:
+        raise ValueError(f"--targets {path}: V = {arr.shape[2]} values per step, but the output layer has V = {V}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
 
 
 def load_source(
@@ -275,8 +351,15 @@ def load_source(
     mf = None if model_opts.model is None else open_model(model_opts.model, model_opts.key)
     saved = saved_options(mf)
     task = _task(data_opts, saved)
-    lossname = _loss(loss, task, saved)
-    D = task.input_size if task is not None else model_opts.input
+    x_file = None
+    if data_opts.inputs is not None:
+        lossname = targets_loss(data_opts.targets, loss)
+        x_file = load_inputs(
+            data_opts.inputs, data_opts.seq_len, data_opts.batch, None, batch_first=data_opts.batch_first
+        )
+    else:
+        lossname = _loss(loss, task, saved)
+    D = task.input_size if task is not None else model_opts.input if x_file is None else x_file.shape[2]
     V = 0 if not get_loss(lossname).uses_output else (task.output_size if task is not None else model_opts.output)
     cell, origin, desc = _network(model_opts, mf, saved, rng, D, V)
     _check_trajectory_memory(cell, task, data_opts)
@@ -291,16 +374,32 @@ def load_source(
         if batch.size < (data_opts.batch or 0):
             raise ValueError(f"--batch {data_opts.batch}: the held-out text has only {batch.size} windows")
     else:
-        if data_opts.inputs is not None:
-            x = load_inputs(data_opts.inputs, data_opts.seq_len, data_opts.batch, cell.input_size)
-            data = f"inputs from {data_opts.inputs}"
+        if x_file is not None:
+            x = x_file
+            if x.shape[2] != cell.input_size:
+                raise ValueError(
+                    f"--inputs {data_opts.inputs}: input size D = {x.shape[2]}, but the model expects "
+                    f"D = {cell.input_size}"
+                    + ("" if data_opts.batch_first else " (batch-first data? give --batch-first)")
+                )
+            T, B, _ = x.shape
+            data = f"inputs from {data_opts.inputs} (T = {T}, B = {B})"
+            if data_opts.targets is None:
+                targets = None
+                data += ", no targets: the loss is 1/2 ||h_t||^2 of the states"
+            else:
+                targets = load_targets(
+                    data_opts.targets, lossname, T, B, cell.output_size, batch_first=data_opts.batch_first
+                )
+                data += f", targets from {data_opts.targets}"
         else:
             T = data_opts.seq_len or DEFAULT_SEQ_LEN
             B = data_opts.batch or DEFAULT_BATCH
             x = data_opts.input_scale * rng.normal(size=(T, B, cell.input_size))  # (T, B, D)
             data = f"random N(0, {data_opts.input_scale:g}^2) inputs" if data_opts.input_scale else "zero inputs"
-        T, B, _ = x.shape
-        targets = _random_targets(rng, lossname, T, B, cell.output_size)
+            targets = _random_targets(rng, lossname, T, B, cell.output_size)
+            if targets is not None:
+                data += ", random targets"
         batch = Batch(x=x, targets=targets, mask=np.ones((T, B)))
     h0, start = initial_state(data_opts.h0, rng, batch.size, cell.state_size)
     return Source(

@@ -68,13 +68,13 @@ class SpectrumConfig(ModelOptions, DataOptions):
 class SpectrumResult:
     config: SpectrumConfig
     source: Source
-    eig: EigenResult
+    eig: EigenResult | None  # None for a cell without one recurrent matrix (a GRU, an LSTM, a stack)
     reference_method: str | None
     reference: np.ndarray | None  # eigenvalues by modulus, descending (all, or the top one)
-    rho: float
-    rho_source: str
-    sigma: np.ndarray  # singular values, descending
-    bounds: dict
+    rho: float | None
+    rho_source: str | None
+    sigma: np.ndarray | None  # singular values, descending
+    bounds: dict | None
     lyapunov: LyapunovResult | None
     signal: SignalTrace | None  # the last loss's signal on the trajectory's batch (with --lyapunov)
     verdict: Verdict
@@ -92,9 +92,12 @@ class SpectrumResult:
         return self.rho_note is not None
 
     def results(self) -> dict:
+        if self.eig is None:
+            return self._trajectory_results()
         e, ref1 = self.eig, self.reference_top
         out: dict = {
             **self.source.describe(),
+            "state_jacobian": None,
             "dominant_eigenvalue": {
                 "method": e.method,
                 "eigenvalue": e.eigenvalue,
@@ -131,6 +134,37 @@ class SpectrumResult:
                 "residual": self.reference_residual,
                 "top_eigenvalues": self.reference[:10],
             }
+        out.update(self._trajectory_parts())
+        return out
+
+    def _trajectory_results(self) -> dict:
+        """A cell without one recurrent matrix: its state-to-state Jacobian along the trajectory."""
+        s = self.signal
+        out: dict = {
+            **self.source.describe(),
+            "dominant_eigenvalue": None,
+            "reference": None,
+            "rho": None,
+            "rho_source": None,
+            "rho_uncertain": False,
+            "rho_uncertainty": None,
+            "singular_values": None,
+            "bounds": None,
+            "state_jacobian": None
+            if s is None
+            else {
+                "norm_kind": s.jacobian_kind,
+                "mean_norm": None if s.jacobian_kind == "none" else float(np.nanmean(s.jacobian_norm)),
+                "gate_means": {name: float(np.mean(v)) for name, v in s.gain_stats.items()},
+            },
+            "notes": list(self.notes),
+            "plots": [str(p) for p in self.plots],
+        }
+        out.update(self._trajectory_parts())
+        return out
+
+    def _trajectory_parts(self) -> dict:
+        out: dict = {"lyapunov": None, "signal": None}
         if self.lyapunov is not None:
             ly, b = self.lyapunov, self.source.batch
             out["lyapunov"] = {
@@ -160,12 +194,19 @@ def run(config: SpectrumConfig) -> SpectrumResult:
     src = load_source(c, c, rng)  # sizes refused here leave no folder behind
     folder = ensure_folder(c.out) if wants_plots(c.plots, c.out) else None  # a bad --out fails before the work
     cell = src.cell
-    W = cell.recurrent_matrix().astype(np.float64)
-    H = W.shape[0]
     warmup = default_warmup(c.warmup, src.batch.x.shape[0])
     with options():
         check_int("--lyapunov", c.lyapunov, min=0, max=cell.state_size)
         check_int("--warmup", warmup, min=0, max=src.batch.x.shape[0] - 1)
+        if cell.recurrent_matrix() is None and c.lyapunov == 0:
+            raise ValueError(
+                f"`--lyapunov 0`: a {cell.describe()} has no one matrix W_h whose spectrum could decide; its "
+                "state-to-state Jacobian changes along the trajectory: give --lyapunov K >= 1"
+            )
+    if cell.recurrent_matrix() is None:
+        return _along_the_trajectory(c, src, warmup, folder)
+    W = cell.recurrent_matrix().astype(np.float64)
+    H = W.shape[0]
     notes: list[str] = []
     ref_method = None if c.reference == "none" else c.reference
     if ref_method == "numpy" and H > NUMPY_REFERENCE_MAX:
@@ -241,6 +282,29 @@ def run(config: SpectrumConfig) -> SpectrumResult:
     from bptt_cli.plots.spectrum import spectrum_plots
 
     return SpectrumResult(**{**result.__dict__, "plots": tuple(spectrum_plots(folder, W, result, tol=c.tol))})
+
+
+def _along_the_trajectory(c: SpectrumConfig, src: Source, warmup: int, folder: Path | None) -> SpectrumResult:
+    """spectrum of a cell without one recurrent matrix: the Lyapunov spectrum over the full state,
+    the per-step norm of the state-to-state Jacobian and the gate means, along the trajectory."""
+    cell, b = src.cell, src.batch
+    notes: list[str] = []
+    lyap = lyapunov_exponents(cell, b.x, k=c.lyapunov, warmup=warmup, h0=src.h0)
+    sig = None
+    try:
+        sig = trace(cell, b.x, b.targets, loss=src.loss, mask=b.mask, h0=src.h0)
+    except ValueError as e:  # the forward pass or the loss overflows: nothing to trace
+        notes.append(f"no gradient signal traced: {e}")
+    note = fixed_point_note(cell, b.x, src.h0)
+    if note:
+        notes.append(note)
+    verdict = network_verdict(cell, sig, task=src.task, batch=b, lyapunov_gain=float(lyap.gains[0]), tol=c.verdict_tol)
+    result = SpectrumResult(c, src, None, None, None, None, None, None, None, lyap, sig, verdict, tuple(notes))
+    if folder is None:
+        return result
+    from bptt_cli.plots.spectrum import lyapunov_plot
+
+    return SpectrumResult(**{**result.__dict__, "plots": (lyapunov_plot(folder / "spectrum-lyapunov.png", result),)})
 
 
 def _magnitude(log10: float) -> str:

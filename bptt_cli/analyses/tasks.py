@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bptt_cli.analyses.text import Corpus, make_corpus
+from bptt_cli.analyses.text import CLEANINGS, Corpus, make_corpus
 from bptt_cli.core.cells import Cell
 from bptt_cli.core.validate import check_choice, check_float, check_int, check_positive_int, options
 
@@ -73,6 +73,7 @@ class Task:
     noise : sine's observation noise std
     sampling : text's 'sequential' | 'random'
     corpus : text's Corpus (None for synthetic tasks)
+    text_clean : how the text was prepared ('none' or 'letters', analyses/text.py)
     """
 
     name: str
@@ -86,6 +87,7 @@ class Task:
     noise: float = 0.1
     sampling: str = "sequential"
     corpus: Corpus | None = field(default=None, repr=False)
+    text_clean: str = "none"
 
     @property
     def higher_is_better(self) -> bool:
@@ -117,6 +119,7 @@ class Task:
         if self.name == "text":
             out.update(
                 text=self.corpus.path,
+                text_clean=self.text_clean,
                 sampling=self.sampling,
                 vocab_size=len(self.corpus.vocab),
                 vocab=self.corpus.vocab,
@@ -137,10 +140,12 @@ def make_task(
     noise: float = 0.1,
     text: str | Path | None = None,
     sampling: str = "sequential",
+    text_clean: str = "none",
 ) -> Task:
     """Build a task, validating its settings (ValueError naming the option and the rule).
 
-    seq_len defaults per task (DEFAULT_SEQ_LEN). `text` is the file for the text task.
+    seq_len defaults per task (DEFAULT_SEQ_LEN). `text` is the file for the text task, and
+    `text_clean` how it is prepared (analyses/text.py: 'none' or d2l's 'letters').
     """
     with options():  # a rule an option breaks is a usage error; the text file's problems are not
         check_choice("--task", name, TASKS)
@@ -161,7 +166,8 @@ def make_task(
         if text is None:
             raise ValueError("the text task needs a file: give `--text FILE`")
         check_choice("--sampling", sampling, SAMPLINGS)
-    corpus = make_corpus(text)
+        check_choice("--text-clean", text_clean, CLEANINGS)
+    corpus = make_corpus(text, text_clean)
     n = min(len(corpus.train_ids), len(corpus.heldout_ids))
     if T + 1 > n:
         raise ValueError(
@@ -169,7 +175,7 @@ def make_task(
             f"{len(corpus.heldout_ids)} held-out characters, and each needs seq_len + 1"
         )
     V = len(corpus.vocab)
-    return Task("text", V, V, "xent", "perplexity", T, sampling=sampling, corpus=corpus)
+    return Task("text", V, V, "xent", "perplexity", T, sampling=sampling, corpus=corpus, text_clean=text_clean)
 
 
 def check_batch_size(task: Task, batch_size: int) -> int:

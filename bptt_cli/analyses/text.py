@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 HELDOUT_FRACTION = 0.1  # the tail of the file kept for the perplexity
+CLEANINGS = ("none", "letters")
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,21 @@ def read_text(path: str | Path) -> str:
         raise ValueError(f"--text {p}: not valid UTF-8 (byte {e.start}); give a UTF-8 text file") from None
 
 
-def make_corpus(path: str | Path) -> Corpus:
-    text = read_text(path)
+def clean_text(text: str, cleaning: str = "none") -> str:
+    """'none': the text as it is; 'letters': as d2l prepares The Time Machine (lowercase, every run
+    of characters that are not letters A-Z becomes one space), so that its RNN chapter can be
+    reproduced on its own terms."""
+    if cleaning == "none":
+        return text
+    if cleaning == "letters":
+        return re.sub("[^A-Za-z]+", " ", text).lower()
+    raise ValueError(f"`--text-clean` must be one of {', '.join(CLEANINGS)}; got {cleaning!r}")
+
+
+def make_corpus(path: str | Path, cleaning: str = "none") -> Corpus:
+    text = clean_text(read_text(path), cleaning)
+    if not text.strip():
+        raise ValueError(f"--text {path}: nothing is left after --text-clean {cleaning}")
     vocab = "".join(sorted(set(text)))
     index = {ch: i for i, ch in enumerate(vocab)}
     ids = np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))  # (N,)

@@ -91,6 +91,8 @@ class TraceResult:
                 "total": _signal_dict(s.total),
                 "jacobian_norm": s.jacobian_norm,
                 **s.gain_stats,
+                # the last loss's signal on each part of the state (an LSTM's h and c, each layer)
+                "parts": {name: _signal_dict(sig) for name, sig in s.parts.items()},
             },
             "notes": list(self.notes),
             "plots": [str(p) for p in self.plots],

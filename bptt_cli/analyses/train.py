@@ -22,12 +22,14 @@ import numpy as np
 from bptt_cli import signals
 from bptt_cli.analyses.common import config_dict
 from bptt_cli.analyses.tasks import SAMPLINGS, TASKS, Task, check_batch_size, make_task, sample_text
+from bptt_cli.analyses.text import CLEANINGS
 from bptt_cli.analyses.training import optim
 from bptt_cli.analyses.training.loop import FitResult, fit
 from bptt_cli.analyses.training.state import TrainState, initial_state
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
-from bptt_cli.core.cells import RNNCell
-from bptt_cli.core.rnn import INITS, init_params
+from bptt_cli.core.cells import Cell, RNNCell
+from bptt_cli.core.net import GATES, KINDS, NetParams, init_net_params
+from bptt_cli.core.rnn import INITS, Params, init_params, init_recurrent
 from bptt_cli.core.truncation import parse_strategy
 from bptt_cli.core.validate import (
     DTYPES,
@@ -61,6 +63,7 @@ class TrainConfig:
 
     task: str = "recall"
     text: Path | None = None
+    text_clean: str = "none"
     sampling: str = "sequential"
     sample_len: int = 200
     prime: str = ""
@@ -73,6 +76,8 @@ class TrainConfig:
     init: str = "gaussian"
     spectral_radius: float | None = None
     activation: str = "tanh"
+    cell: str = "rnn"
+    layers: int = 1
     hidden: int = 64
     seq_len: int | None = None
     batch: int = 32
@@ -110,6 +115,15 @@ class TrainConfig:
                 check_float("--spectral-radius", self.spectral_radius, lo=0.0)
             check_choice("--activation", self.activation, ACTIVATIONS)
             check_int("--hidden", self.hidden)
+            check_choice("--cell", self.cell, KINDS)
+            check_int("--layers", self.layers)
+            if self.cell != "rnn" and (self.init != "gaussian" or self.spectral_radius is not None):
+                raise ValueError(
+                    f"`--init` and `--spectral-radius` shape a vanilla RNN's W_h; a {self.cell.upper()} starts "
+                    "as PyTorch initialises one (uniform in +-1/sqrt(H))"
+                )
+            if self.cell != "rnn" and self.activation != "tanh":
+                raise ValueError(f"`--activation` is the vanilla RNN's; a {self.cell.upper()} has its own gates")
             if self.seq_len is not None:
                 check_int("--seq-len", self.seq_len)
             check_int("--batch", self.batch)
@@ -127,6 +141,9 @@ class TrainConfig:
                 check_choice("--fail-on", label, LABELS)
             if self.text is not None and self.task != "text":
                 raise ValueError("`--text` is only used by --task text")
+            check_choice("--text-clean", self.text_clean, CLEANINGS)
+            if self.text_clean != "none" and self.task != "text":
+                raise ValueError("`--text-clean` is only used by --task text")
             if self.epochs is not None and self.task != "text":
                 raise ValueError(
                     "`--epochs` needs --task text (the synthetic tasks draw new data every step: use --steps)"
@@ -146,7 +163,7 @@ class TrainConfig:
         if not isinstance(saved, dict) or not isinstance(ckpt.config.get("train_state"), dict):
             raise ValueError(f"--resume {resume}: the checkpoint was not written by `bptt train` (no training state)")
         names = {f for f in cls.__dataclass_fields__}
-        missing = sorted(names - set(saved) - {"resume", "command_line", "checkpoint_every"})
+        missing = sorted(names - set(saved) - {"resume", "command_line", "checkpoint_every", "text_clean"})
         if missing:
             raise ValueError(
                 f"--resume {resume}: the checkpoint's options lack {missing[0]!r}; it is from another version"
@@ -169,6 +186,7 @@ class TrainConfig:
         values["text"] = None if values.get("text") is None else Path(values["text"])
         values["fail_on"] = tuple(values.get("fail_on") or ())
         values.setdefault("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
+        values.setdefault("text_clean", "none")
         # the run continues in its own folder (wherever the shell is now) unless --out names another
         values["out"] = (
             Path(given["out"]) if given.get("out") is not None else (resume if resume.is_dir() else resume.parent)
@@ -252,9 +270,10 @@ def memory_estimate(c: TrainConfig, task: Task) -> float:
     two optimiser slots."""
     T, B, H, D, V = task.seq_len, c.batch, c.hidden, task.input_size, task.output_size
     per = np.dtype(c.dtype).itemsize
-    batch = (3 * H + D + 2 * V) * T * B
-    heldout = (D + H + 2 * V) * T * 256
-    params = 4 * (H * H + H * D + H * V + H + V)
+    G, L = GATES[c.cell], c.layers  # a gated layer keeps its G gates per step, each layer its own
+    batch = ((2 + G) * H * L + D + 2 * V) * T * B
+    heldout = ((1 + G) * H * L + D + 2 * V) * T * 256
+    params = 4 * (G * H * (H + D) * L + H * V + G * H * L + V)
     return float(per * (batch + heldout + params))
 
 
@@ -266,7 +285,7 @@ class Plan:
     task: Task
     total: int
     optimizer: optim.Optimizer
-    cell: RNNCell
+    cell: Cell
     state: TrainState
     rng: np.random.Generator
     notes: tuple[str, ...]
@@ -276,7 +295,15 @@ def plan(config: TrainConfig, checkpoint: Checkpoint | None = None) -> Plan:
     """Validate a run completely (the task, its text, the sizes against the memory, a resumed
     checkpoint against the options) without writing anything."""
     c = config
-    task = make_task(c.task, seq_len=c.seq_len, alphabet=c.alphabet, delay=c.delay, text=c.text, sampling=c.sampling)
+    task = make_task(
+        c.task,
+        seq_len=c.seq_len,
+        alphabet=c.alphabet,
+        delay=c.delay,
+        text=c.text,
+        sampling=c.sampling,
+        text_clean=c.text_clean,
+    )
     with options():
         check_batch_size(task, c.batch)
         if c.prime and task.name == "text":
@@ -291,16 +318,7 @@ def plan(config: TrainConfig, checkpoint: Checkpoint | None = None) -> Plan:
     rng = np.random.default_rng(c.seed)
     notes: list[str] = []
     if checkpoint is None:
-        params = init_params(
-            rng,
-            input_size=task.input_size,
-            hidden_size=c.hidden,
-            output_size=task.output_size,
-            init=c.init,
-            spectral_radius=c.spectral_radius,
-            dtype=c.dtype,
-        )
-        state = initial_state(params, opt, rng)
+        state = initial_state(_fresh_params(c, task, rng), opt, rng)
     else:
         state = TrainState.from_checkpoint(checkpoint.params, opt, checkpoint.extras, checkpoint.config["train_state"])
         where = f"--resume {c.resume}"
@@ -312,7 +330,34 @@ def plan(config: TrainConfig, checkpoint: Checkpoint | None = None) -> Plan:
         if state.step >= total:
             raise OptionError(f"`--steps`: the checkpoint has done {state.step} steps already; ask for more than that")
         notes += _same_text(checkpoint, task, where)
-    return Plan(c, task, total, opt, RNNCell(state.params, c.activation), state, rng, tuple(notes))
+    return Plan(c, task, total, opt, make_cell(state.params, c.activation), state, rng, tuple(notes))
+
+
+def _fresh_params(c: TrainConfig, task: Task, rng: np.random.Generator) -> Params | NetParams:
+    """The vanilla RNN (its own fused kernels) for --cell rnn --layers 1, else a stack in PyTorch's
+    layout; an RNN stack's W_hh each shaped by --init and --spectral-radius."""
+    sizes = {"input_size": task.input_size, "hidden_size": c.hidden, "output_size": task.output_size}
+    if c.cell == "rnn" and c.layers == 1:
+        return init_params(rng, **sizes, init=c.init, spectral_radius=c.spectral_radius, dtype=c.dtype)
+    net = init_net_params(rng, kind=c.cell, **sizes, num_layers=c.layers, dtype=c.dtype)
+    if c.cell == "rnn":
+        layers = tuple(
+            replace(
+                layer, W_hh=init_recurrent(rng, c.hidden, c.init, spectral_radius=c.spectral_radius).astype(c.dtype)
+            )
+            for layer in net.layers
+        )
+        net = replace(net, layers=layers)
+    return net
+
+
+def make_cell(params: Params | NetParams, activation: str) -> Cell:
+    """The Cell of a parameter set: the vanilla RNN's, or a stack's (core/netcell.py)."""
+    if isinstance(params, NetParams):
+        from bptt_cli.core.netcell import NetCell  # noqa: PLC0415 - TEMPORARY until core/netcell.py lands
+
+        return NetCell(params, activation if params.kind == "rnn" else "tanh")
+    return RNNCell(params, activation)
 
 
 def _same_text(checkpoint: Checkpoint, task: Task, where: str) -> list[str]:

@@ -16,10 +16,12 @@ import typer
 
 from bptt_cli.analyses.source import DATA_TASKS
 from bptt_cli.analyses.tasks import SAMPLINGS, TASKS
+from bptt_cli.analyses.text import CLEANINGS
 from bptt_cli.analyses.training.optim import OPTIMIZERS
 from bptt_cli.core.activations import NAMES as ACTIVATION_NAMES
 from bptt_cli.core.eigen import METHODS, REFERENCES
 from bptt_cli.core.losses import LOSSES
+from bptt_cli.core.net import KINDS
 from bptt_cli.core.rnn import INITS
 from bptt_cli.core.signal import JACOBIAN_MODES
 from bptt_cli.core.truncation import SPEC_FORMS
@@ -56,6 +58,8 @@ Reference = _choices("Reference", (*REFERENCES, "none"))
 Jacobian = _choices("Jacobian", JACOBIAN_MODES)
 SignalChoice = _choices("SignalChoice", ("last", "all"))
 CompareTask = _choices("CompareTask", ("recall", "adding", "sine", "influence"))
+TextClean = _choices("TextClean", CLEANINGS)
+CellKind = _choices("CellKind", KINDS)
 
 
 def a_path(text: str) -> Path:
@@ -155,6 +159,14 @@ TextOpt = Annotated[
         "--text", parser=a_path, metavar="PATH", help="The UTF-8 text file of --task text.", show_default=False
     ),
 ]
+TextCleanOpt = Annotated[
+    TextClean,
+    choice(
+        "--text-clean",
+        TextClean,
+        "text: the file as it is, or as d2l prepares it (lowercase, each run of non-letters one space)",
+    ),
+]
 InputScaleOpt = Annotated[
     float,
     typer.Option(
@@ -167,9 +179,24 @@ InputsOpt = Annotated[
         "--inputs",
         parser=a_path,
         metavar="PATH",
-        help="Inputs from a .npy file, (T, B, D) or (T, D).",
+        help="Your inputs, a .npy file (T, B, D) or (T, D): T, B and D come from it, every sequence is used.",
         show_default=False,
     ),
+]
+TargetsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--targets",
+        parser=a_path,
+        metavar="PATH",
+        help="The targets of --inputs, a .npy file: integer classes (T, B) for xent, floats (T, B, V) for mse. "
+        "[default: none; the loss is then 1/2 ||h_t||^2 of the states]",
+        show_default=False,
+    ),
+]
+BatchFirstOpt = Annotated[
+    bool,
+    typer.Option("--batch-first", help="--inputs and --targets are (B, T, ...), as PyTorch's batch_first=True."),
 ]
 H0Opt = Annotated[
     str,

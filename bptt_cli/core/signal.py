@@ -21,7 +21,7 @@ eps times its value at T.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -211,8 +211,12 @@ def _log_row_norms(v: np.ndarray) -> np.ndarray:
         return np.log(norms)
 
 
-def propagate(stepper: VJPStepper, dl: np.ndarray, growth: float) -> np.ndarray:
-    """Both recursions at once; returns the log norms (T, 2, B): [:, 0] total, [:, 1] last.
+def propagate(
+    stepper: VJPStepper, dl: np.ndarray, growth: float, parts: list[slice] | None = None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Both recursions at once; returns the log norms (T, 2, B): [:, 0] total, [:, 1] last, and
+    with `parts` (slices of the state: an LSTM's h and c, a stack's layers) also the last loss's
+    log norm on each part, (T, P, B).
 
     dl (T, B, S) dl_t/ds_t (index t - 1 holds step t); growth: an upper bound of ||J_t|| per step
     (inf when unknown: the norms are then checked every step). Going back one chunk at a time,
@@ -251,6 +255,10 @@ def propagate(stepper: VJPStepper, dl: np.ndarray, growth: float) -> np.ndarray:
     unit_c = bool(np.all(c == 1.0))
     scale_at[T - 1] = s
     logn[T - 1] = _log_row_norms(carry) + s
+    part_logn = None if parts is None else np.empty((T, len(parts), B))  # (T, P, B)
+    if part_logn is not None:
+        for p, sl in enumerate(parts):
+            part_logn[T - 1, p] = _log_row_norms(carry[1, :, sl]) + s[1]
     countdown = every
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for hi in range(T - 1, 0, -K):  # this chunk fills v_j for j = hi - 1 .. lo from v_hi
@@ -277,8 +285,11 @@ def propagate(stepper: VJPStepper, dl: np.ndarray, growth: float) -> np.ndarray:
                         unit_c = bool(np.all(c == 1.0))
                         scale_at[lo : j + 1] = s  # v_j and everything below it in this chunk: the new scale
             logn[lo:hi] = _log_row_norms(V[:n]) + scale_at[lo:hi]
+            if part_logn is not None:
+                for p, sl in enumerate(parts):
+                    part_logn[lo:hi, p] = _log_row_norms(V[:n, 1, :, sl]) + scale_at[lo:hi, 1]
             carry[...] = V[0]
-    return logn
+    return logn if part_logn is None else (logn, part_logn)
 
 
 def _batch_stats(log_norms: np.ndarray) -> Signal:
@@ -332,6 +343,8 @@ class SignalTrace:
     log_start_fraction : log(||dl_T/ds_1|| / ||dl_T/ds_T||) (batch means; finite unless a
         signal is exactly zero), start_fraction its exp (inf when it overflows)
     loss : the scalar loss L
+    parts : the last loss's signal on each named part of the state (a cell's `state_parts`: an
+        LSTM's h and c, each layer of a stack), empty for a cell whose state is one piece
     """
 
     total: Signal
@@ -346,6 +359,7 @@ class SignalTrace:
     start_fraction: float
     log_start_fraction: float
     loss: float
+    parts: dict[str, Signal] = field(default_factory=dict)
 
     @property
     def seq_len(self) -> int:
@@ -400,7 +414,10 @@ def trace(
         L, dl = cell.local_loss(run, lo, targets, mask)  # dl (T, B, S)
     if not (math.isfinite(L) and np.all(np.isfinite(dl))):
         raise ValueError(f"the loss or its gradient is not finite (loss = {L}): the outputs overflowed")
-    log_norms = propagate(cell.vjp_stepper(run, rows=2), dl, cell.growth_bound())  # (T, 2, B)
+    named = cell.state_parts() if hasattr(cell, "state_parts") else []
+    out = propagate(cell.vjp_stepper(run, rows=2), dl, cell.growth_bound(), [sl for _, sl in named] or None)
+    log_norms, part_norms = out if named else (out, None)  # (T, 2, B), (T, P, B)
+    parts = {} if part_norms is None else {n: _batch_stats(part_norms[:, p]) for p, (n, _) in enumerate(named)}
     total, last = _batch_stats(log_norms[:, 0]), _batch_stats(log_norms[:, 1])
     back_last = last.log_mean[::-1]  # index k = steps back from T
     fit = fit_gain(back_last)
@@ -421,4 +438,5 @@ def trace(
         start_fraction=math.exp(log_start) if log_start < 709 or math.isnan(log_start) else math.inf,
         log_start_fraction=log_start,
         loss=L,
+        parts=parts,
     )

@@ -3,7 +3,9 @@
 Entries of the archive:
 
 - ``bptt_format``: the string "bptt-checkpoint/1" (tells a bptt checkpoint from any other .npz);
-- ``param/W_x``, ``param/W_h``, ``param/b``, ``param/W_y``, ``param/c``: the parameter arrays;
+- ``param/<name>``: the parameter arrays: ``W_x``, ``W_h``, ``b``, ``W_y``, ``c`` for the vanilla
+  RNN (core/rnn.py), or ``l0.W_ih``, ``l0.W_hh``, ..., ``W_y``, ``c`` for a stacked RNN, GRU or
+  LSTM in PyTorch's layout (core/net.py: the kind, the depth and the biases follow from them);
 - ``config``: a JSON text (a 0-d unicode array) holding the caller's config dict;
 - ``extra/<name>``: optional numeric arrays (optimizer moments, step counters, RNG state words...).
 
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from bptt_cli.core.net import NetParams, check_net_params
 from bptt_cli.core.rnn import PARAM_NAMES, Params, check_params
 from bptt_cli.io.atomic import atomic_write
 from bptt_cli.io.filekind import FORMAT_KEY, check_npy_header, file_kind
@@ -37,13 +40,13 @@ _EXTRA = "extra/"
 class Checkpoint:
     """What `load_checkpoint` returns: the parameters, the saved config, and the extras."""
 
-    params: Params
+    params: Params | NetParams
     config: dict[str, Any]
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(
-    path: str | os.PathLike, params: Params, config: dict, extras: dict[str, np.ndarray] | None = None
+    path: str | os.PathLike, params: Params | NetParams, config: dict, extras: dict[str, np.ndarray] | None = None
 ) -> Path:
     """Write params, a JSON-able config dict and optional numeric extras to `path` atomically.
 
@@ -52,7 +55,7 @@ def save_checkpoint(
     Returns the path written.
     """
     path = Path(path)
-    check_params(params)
+    check_net_params(params) if isinstance(params, NetParams) else check_params(params)
     if not isinstance(config, dict):
         raise ValueError(f"checkpoint `config` must be a dict; got {type(config).__name__}")
     try:
@@ -109,11 +112,13 @@ def load_checkpoint(path: str | os.PathLike, option: str = "checkpoint") -> Chec
             fmt = str(z[FORMAT_KEY])
             if fmt != FORMAT:
                 raise ValueError(f"{where}: unsupported checkpoint format {fmt!r} (this bptt reads {FORMAT!r})")
-            missing = [n for n in PARAM_NAMES if _PARAM + n not in files]
+            stacked = _PARAM + "l0.W_hh" in files  # a stacked RNN, GRU or LSTM (core/net.py)
+            names = [k[len(_PARAM) :] for k in files if k.startswith(_PARAM)] if stacked else list(PARAM_NAMES)
+            missing = [n for n in names if _PARAM + n not in files]
             if missing or _CONFIG_KEY not in files:
                 what = ", ".join([_PARAM + n for n in missing] + ([] if _CONFIG_KEY in files else [_CONFIG_KEY]))
                 raise ValueError(f"{where}: incomplete checkpoint, missing {what}")
-            arrays = {n: z[_PARAM + n] for n in PARAM_NAMES}
+            arrays = {n: z[_PARAM + n] for n in names}
             config_text = str(z[_CONFIG_KEY])
             extras = {k[len(_EXTRA) :]: z[k] for k in sorted(files) if k.startswith(_EXTRA)}
     except ValueError as e:
@@ -135,7 +140,7 @@ def load_checkpoint(path: str | os.PathLike, option: str = "checkpoint") -> Chec
         if arr.dtype.kind != "f":
             raise ValueError(f"{where}: parameter {name} has non-float dtype {arr.dtype}")
     try:
-        params = check_params(Params(**arrays))
+        params = check_net_params(NetParams.from_dict(arrays)) if stacked else check_params(Params(**arrays))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return Checkpoint(params=params, config=config, extras=extras)

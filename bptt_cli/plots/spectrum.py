@@ -113,3 +113,31 @@ def spectrum_plots(folder: Path, W: np.ndarray, result: Any, *, tol: float) -> l
             title=f"singular values of W_h (H = {H})",
         ),
     ]
+
+
+def lyapunov_plot(path: Path, result: Any) -> Path:
+    """The Lyapunov spectrum over the full state (bars, log gain per step, 0 the neutral line) and
+    the per-step norm of the state-to-state Jacobian along the trajectory, for a cell without one
+    recurrent matrix."""
+    plt = pyplot()
+    fig, (ax_l, ax_j) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ex = np.asarray(result.lyapunov.exponents, dtype=float)
+    finite = np.isfinite(ex)
+    ax_l.bar(np.arange(1, ex.size + 1)[finite], ex[finite], color=["C3" if v > 0 else "C0" for v in ex[finite]])
+    ax_l.axhline(0.0, color="grey", linewidth=1)
+    ax_l.set_xlabel("i")
+    ax_l.set_ylabel("Lyapunov exponent (log gain per step)")
+    ax_l.set_title(f"{result.source.cell.describe()}: Lyapunov spectrum")
+    sig = result.signal
+    if sig is not None and sig.jacobian_kind != "none":
+        t = np.arange(1, sig.seq_len + 1)
+        ax_j.plot(t, sig.jacobian_norm, color="C4", label=f"||J_t|| ({sig.jacobian_kind})")
+        for i, (name, v) in enumerate(sig.gain_stats.items()):
+            ax_j.plot(t, v, color=f"C{i % 8}", linestyle="--", linewidth=1, label=name)
+        ax_j.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        ax_j.legend(fontsize=7)
+    ax_j.set_xlabel("time step t")
+    ax_j.set_title("the state-to-state Jacobian along the trajectory")
+    for ax in (ax_l, ax_j):
+        ax.grid(True, alpha=0.3)
+    return save(fig, path)

@@ -296,8 +296,8 @@ def _start(
     return resume
 
 
-def _update_ratio(before: Params, after: Params) -> float:
-    diff = Params(**{k: after.as_dict()[k] - v for k, v in before.as_dict().items()})
+def _update_ratio(before: Any, after: Any) -> float:
+    diff = type(before).from_dict({k: after.as_dict()[k] - v for k, v in before.as_dict().items()})
     return optim.global_norm(diff) / max(optim.global_norm(before), 1e-300)
 
 

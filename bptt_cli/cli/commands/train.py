@@ -14,6 +14,7 @@ from bptt_cli.cli.options import (
     Activation,
     ActivationOpt,
     AlphabetOpt,
+    CellKind,
     ClipOpt,
     DelayOpt,
     Dtype,
@@ -32,6 +33,8 @@ from bptt_cli.cli.options import (
     Sampling,
     SeedOpt,
     SpectralRadiusOpt,
+    TextClean,
+    TextCleanOpt,
     TextOpt,
     TrainTask,
     TruncationOpt,
@@ -112,6 +115,7 @@ def command(
     ctx: typer.Context,
     task: Annotated[TrainTask, choice("--task", TrainTask, "What to learn")] = TrainTask(D.task),
     text: TextOpt = None,
+    text_clean: TextCleanOpt = TextClean(D.text_clean),
     sampling: Annotated[
         Sampling, choice("--sampling", Sampling, "text: partitioning (the state carried) or random windows")
     ] = Sampling(D.sampling),
@@ -166,6 +170,10 @@ def command(
             "--resume", parser=a_path, metavar="PATH", help="Continue the run in this folder (or its model.npz)."
         ),
     ] = None,
+    cell: Annotated[
+        CellKind, choice("--cell", CellKind, "The recurrent cell (PyTorch's equations for gru and lstm)")
+    ] = CellKind(D.cell),
+    layers: Annotated[int, typer.Option("--layers", min=1, metavar="N", help="Stacked layers of the cell.")] = D.layers,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the figures into the run folder.")] = D.plots,
     checkpoint_every: Annotated[
         str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from rich.text import Text
 
 from bptt_cli.analyses.spectrum import SpectrumResult
@@ -10,6 +11,38 @@ from bptt_cli.cli.render.common import caption, fmt, signal_summary, table, titl
 
 
 def render(o: Output, r: SpectrumResult) -> None:
+    if r.eig is None:
+        _trajectory_only(o, r)
+    else:
+        _with_matrix(o, r)
+    _trajectory(o, r)
+    for note in r.notes:
+        o.note(note)
+    for p in r.plots:
+        o.line(f"plot: {p}")
+    o.show(verdict_line(r.verdict))
+
+
+def _trajectory_only(o: Output, r: SpectrumResult) -> None:
+    """A GRU, an LSTM or a stack: no one matrix W_h; its Jacobian along the trajectory instead."""
+    o.show(title(f"state-to-state Jacobian along the trajectory: {r.source.model}"))
+    s = r.signal
+    if s is None:
+        return
+    rows = [
+        ["||J_t||_2, mean over steps", fmt(float(np.nanmean(s.jacobian_norm))) if s.jacobian_kind != "none" else "-"]
+    ]
+    rows += [[f"{name}, mean over steps", fmt(float(np.mean(v)))] for name, v in s.gain_stats.items()]
+    o.show(table(["quantity", "value"], rows))
+    o.show(
+        caption(
+            "J_t = ds_t/ds_{t-1} over the full state (every layer's h, and c for an LSTM); an LSTM's mean forget "
+            "gate is its cell path's per-step gain, a GRU's mean z the share of h_{t-1} it keeps"
+        )
+    )
+
+
+def _with_matrix(o: Output, r: SpectrumResult) -> None:
     e, ref1, c = r.eig, r.reference_top, r.config
     rows = [
         ["lambda_1", fmt(e.eigenvalue, 8), "-" if ref1 is None else fmt(ref1, 8)],
@@ -46,6 +79,9 @@ def render(o: Output, r: SpectrumResult) -> None:
             ],
         )
     )
+
+
+def _trajectory(o: Output, r: SpectrumResult) -> None:
     if r.lyapunov is not None:
         ly = r.lyapunov
         warm = r.source.batch.x.shape[0] - ly.steps
@@ -65,8 +101,3 @@ def render(o: Output, r: SpectrumResult) -> None:
         fit = r.signal.fit
         o.show(title("the last loss's gradient signal along the same trajectory"))
         o.show(Text(f"per-step gain {fmt(fit.gain)} (r^2 {fmt(fit.r2)}); {signal_summary(r.signal)}"))
-    for note in r.notes:
-        o.note(note)
-    for p in r.plots:
-        o.line(f"plot: {p}")
-    o.show(verdict_line(r.verdict))

@@ -24,6 +24,7 @@ def render(o: Output, r: TraceResult) -> None:
     s, src = r.signal, r.source
     T, B = s.seq_len, src.batch.x.shape[1]
     stats = list(s.gain_stats)
+    parts = list(s.parts) if len(s.parts) > 1 else []  # a state of one piece: the columns above say it
     rows = []
     for k in selected_steps(T):
         t = T - 1 - k
@@ -36,6 +37,7 @@ def render(o: Output, r: TraceResult) -> None:
                 fmt_ln(s.last.log_max[t], 3),
                 fmt_ln(s.total.log_mean[t]),
                 float(s.jacobian_norm[t]),
+                *[fmt_ln(s.parts[n].log_mean[t]) for n in parts],
                 *[float(s.gain_stats[n][t]) for n in stats],
             ]
         )
@@ -56,6 +58,7 @@ def render(o: Output, r: TraceResult) -> None:
                 "max",
                 "||dL/dh_t||",
                 "||J_t||",
+                *[f"last on {n}" for n in parts],
                 *[STAT_NAMES.get(n, n) for n in stats],
             ],
             rows,
@@ -66,7 +69,8 @@ def render(o: Output, r: TraceResult) -> None:
         "bound": "the bound max f'(a_t) sigma_max(W_h)",
         "none": "too costly to compute exactly",
     }[s.jacobian_kind]
-    o.show(caption(f"k: steps back from T; batch means of per-sequence norms; ||J_t||: {how}"))
+    on = "; last on P: ||dl_T/dP_t|| on that part of the state (l0.h: layer 0's h, l0.c: its cell)" if parts else ""
+    o.show(caption(f"k: steps back from T; batch means of per-sequence norms; ||J_t||: {how}{on}"))
     fit, fit_t = s.fit, s.fit_total
     o.show(title("theory beside measurement (per-step gain of the gradient signal)"))
     o.show(

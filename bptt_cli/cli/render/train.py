@@ -67,6 +67,7 @@ def render(o: Output, result: TrainResult) -> None:
     r, c, v = result.results(), result.config, result.verdict
     rows = [
         ["task", f"{r['task']['task']} (T={result.task.seq_len}, B={c.batch}, H={c.hidden}, {c.truncation})"],
+        ["network", result.fit.cell.describe()],
         ["steps", f"{r['steps_done']} of {r['steps_requested']}" + (" (interrupted)" if r["interrupted"] else "")],
         [f"held-out {r['metric']}", fmt(r["final_metric"]) + _baseline(r["task"]["task"], r["chance"])],
         ["final training loss", fmt(r["final_loss"])],
