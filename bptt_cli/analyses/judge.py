@@ -8,15 +8,18 @@ and notes about the trajectory (a fixed point).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from bptt_cli.analyses.source import Source
 from bptt_cli.analyses.tasks import Batch, Task, needed_span
 from bptt_cli.core.cells import Cell
 from bptt_cli.core.eigen import dense_spectral_radius
 from bptt_cli.core.lyapunov import settled_at
 from bptt_cli.core.signal import SignalTrace
+from bptt_cli.core.theory import MeanField, mean_field
 from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_network
 
 
@@ -93,3 +96,23 @@ def fixed_point_note(cell: Cell, x: np.ndarray, h0: np.ndarray | None) -> str | 
         f"the trajectory settles at a fixed point from step {t} on: the Lyapunov exponents and the "
         "traced signal are those of that attracting fixed point"
     )
+
+
+def mean_field_prediction(src: Source, input_scale: float) -> MeanField | None:
+    """Mean-field theory (core/theory.py) for a fresh gaussian tanh RNN on random inputs: its gain g
+    is the matrix's own, ||W_h||_F / sqrt(H) (W_h ~ N(0, g^2/H)), and W_x x_t has variance
+    input_scale^2 per unit (W_x ~ N(0, 1/D)). None for any other network or data, where the
+    theory's assumptions do not hold."""
+    cell = src.cell
+    W = cell.recurrent_matrix()
+    if (
+        src.origin != "init"
+        or W is None
+        or getattr(getattr(cell, "activation", None), "name", None) != "tanh"
+        or src.task is not None
+        or src.data.startswith("inputs from")
+        or not src.model.startswith("fresh gaussian")
+    ):
+        return None
+    g = float(np.linalg.norm(W)) / math.sqrt(W.shape[0])
+    return mean_field(g, input_scale, 0.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bptt_cli.analyses.common import wants_plots
-from bptt_cli.analyses.judge import fixed_point_note, network_verdict, window_extrapolated
+from bptt_cli.analyses.judge import fixed_point_note, mean_field_prediction, network_verdict, window_extrapolated
 from bptt_cli.analyses.source import DataOptions, ModelOptions, Source, default_warmup, load_source
 from bptt_cli.core.eigen import (
     METHODS,
@@ -25,6 +25,7 @@ from bptt_cli.core.eigen import (
 )
 from bptt_cli.core.lyapunov import LyapunovResult, lyapunov_exponents
 from bptt_cli.core.signal import SignalTrace, trace
+from bptt_cli.core.theory import MeanField
 from bptt_cli.core.validate import check_choice, check_float, check_int, options
 from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, choose_rho, pascanu_bounds
 from bptt_cli.io.runfolder import ensure_folder
@@ -82,6 +83,7 @@ class SpectrumResult:
     plots: tuple[Path, ...] = field(default=())
     rho_note: str | None = None  # why rho is uncertain (choose_rho); None: it is not
     reference_residual: float | None = None  # ARPACK's relative residual; None for numpy
+    theory: MeanField | None = None  # mean-field theory, for a fresh gaussian tanh RNN on random inputs
 
     @property
     def reference_top(self) -> complex | None:
@@ -164,7 +166,7 @@ class SpectrumResult:
         return out
 
     def _trajectory_parts(self) -> dict:
-        out: dict = {"lyapunov": None, "signal": None}
+        out: dict = {"lyapunov": None, "signal": None, "theory": None if self.theory is None else self.theory.as_dict()}
         if self.lyapunov is not None:
             ly, b = self.lyapunov, self.source.batch
             out["lyapunov"] = {
@@ -276,6 +278,7 @@ def run(config: SpectrumConfig) -> SpectrumResult:
         tuple(notes),
         rho_note=choice.note,
         reference_residual=None if ref is None else ref.residual,
+        theory=mean_field_prediction(src, c.input_scale),
     )
     if folder is None:
         return result

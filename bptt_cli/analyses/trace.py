@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from bptt_cli.analyses.common import wants_plots
-from bptt_cli.analyses.judge import fixed_point_note, network_verdict, window_extrapolated
+from bptt_cli.analyses.judge import fixed_point_note, mean_field_prediction, network_verdict, window_extrapolated
 from bptt_cli.analyses.source import DataOptions, ModelOptions, Source, default_warmup, load_source
 from bptt_cli.core.eigen import dense_spectral_radius, singular_values
 from bptt_cli.core.losses import LOSSES
 from bptt_cli.core.lyapunov import lyapunov_exponents
 from bptt_cli.core.signal import JACOBIAN_MODES, SignalTrace, trace
+from bptt_cli.core.theory import MeanField
 from bptt_cli.core.validate import check_choice, check_float, check_int, options
 from bptt_cli.core.verdict import DEFAULT_TOL, Verdict, judge_matrix
 from bptt_cli.io.runfolder import ensure_folder
@@ -66,6 +67,7 @@ class TraceResult:
     verdict: Verdict
     notes: tuple[str, ...] = ()
     plots: tuple[Path, ...] = ()
+    theory: MeanField | None = None  # mean-field theory, for a fresh gaussian tanh RNN on random inputs
 
     def results(self) -> dict:
         s, T = self.signal, self.signal.seq_len
@@ -84,6 +86,7 @@ class TraceResult:
                 "lyapunov_gain": self.lyapunov_gain,
                 "matrix_verdict": None if self.matrix_verdict is None else self.matrix_verdict.as_dict(),
             },
+            "theory": None if self.theory is None else self.theory.as_dict(),
             "jacobian_kind": s.jacobian_kind,
             "per_step": {
                 "t": np.arange(1, T + 1),
@@ -142,4 +145,5 @@ def run(config: TraceConfig) -> TraceResult:
         from bptt_cli.plots.trace import trace_plot
 
         plots = (trace_plot(folder / "trace.png", sig, signal=c.signal),)
-    return TraceResult(c, src, sig, rho, sigma_max, lyap_gain, matrix_verdict, verdict, notes, plots)
+    theory = mean_field_prediction(src, c.input_scale)
+    return TraceResult(c, src, sig, rho, sigma_max, lyap_gain, matrix_verdict, verdict, notes, plots, theory)

@@ -97,6 +97,14 @@ def _trajectory(o: Output, r: SpectrumResult) -> None:
                 [[i + 1, float(x), float(g)] for i, (x, g) in enumerate(zip(ly.exponents, ly.gains, strict=True))],
             )
         )
+        if r.theory is not None:
+            th = r.theory
+            o.show(
+                caption(
+                    f"mean-field theory (core/theory.py) for this matrix's g = ||W_h||_F / sqrt(H) = {th.g:.4g} and "
+                    f"input std {th.input_std:g}: top exponent {th.lyapunov:.4g}, gain {th.gain:.4g} per step"
+                )
+            )
     if r.signal is not None:
         fit = r.signal.fit
         o.show(title("the last loss's gradient signal along the same trajectory"))

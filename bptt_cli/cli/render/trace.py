@@ -80,6 +80,11 @@ def render(o: Output, r: TraceResult) -> None:
                 ["rho(W_h)", r.rho, "linear net: the gain; nonlinear: no guarantee either way"],
                 ["sigma_max(W_h)", r.sigma_max, "< 1/gamma guarantees vanishing; > 1/gamma is needed to explode"],
                 ["Lyapunov gain", r.lyapunov_gain, "top exponent of the Jacobian product along this trajectory"],
+                *(
+                    []
+                    if r.theory is None
+                    else [["mean-field theory", r.theory.gain, f"sqrt(chi) for g = {r.theory.g:.4g} (core/theory.py)"]]
+                ),
                 ["measured gain, last loss", fit.gain, f"r^2 {fmt(fit.r2)} over k = {fit.first}..{fit.last}"],
                 ["measured gain, all losses", fit_t.gain, f"r^2 {fmt(fit_t.r2)} over k = {fit_t.first}..{fit_t.last}"],
             ],
