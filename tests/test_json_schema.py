@@ -44,6 +44,8 @@ ERRORS = {
     "usage: a choice": (["gradcheck", "--activation", "sigmoid"], 2),
     "bad input: a file": (["trace", "--model", "/nonexistent/model.npz"], 1),
     "bad input: an overflow": (["paths", "--spectral-radius", "1e6", "-T", "200"], 1),
+    "bad input: export a missing checkpoint": (["export", "/nonexistent/run", "--to", "/nonexistent/m.pt"], 1),
+    "usage: export without --to": (["export", "/nonexistent/run"], 2),
 }
 
 

@@ -57,7 +57,7 @@ def test_a_table_too_wide_is_stacked_not_cut():
     assert all(len(line) <= 30 for line in text.splitlines())
 
 
-COMMANDS = ["paths", "gradcheck", "spectrum", "trace", "train", "compare-truncation"]
+COMMANDS = ["paths", "gradcheck", "spectrum", "trace", "train", "compare-truncation", "export"]
 
 
 def choice_lists(command: str) -> list[str]:

@@ -33,6 +33,7 @@ def network_verdict(
     lyapunov_gain: float | None = None,
     rho: float | None = None,
     sigma_max: float | None = None,
+    span: int | None = None,
     tol: float = DEFAULT_TOL,
     eps: float = 1e-3,
     evidence: dict[str, Any] | None = None,
@@ -42,13 +43,18 @@ def network_verdict(
     task, batch : the task the batch is from (None for random or file inputs): with the last
         loss's signal, the verdict is taken at the span the task depends on (`needed_span`)
     rho, sigma_max : of W_h, when the caller has them already (else numpy's eigvals and the cell's SVD)
+    span : how far back the last loss depends on the inputs, for the user's own data (--span); a
+        task's span comes from the task
     """
     W = cell.recurrent_matrix()
     if sigma_max is None:
         sigma_max = getattr(cell, "sigma_max", None)
     if W is not None and rho is None:
         rho = dense_spectral_radius(W)
-    span = None if task is None or which != "last" else needed_span(task, batch)
+    if which != "last":
+        span = None
+    elif span is None and task is not None:
+        span = needed_span(task, batch)
     ev = dict(evidence or {})
     if signal is not None:
         ev.setdefault("suggested_window", signal.suggested_window)
@@ -57,7 +63,7 @@ def network_verdict(
         signal,
         which=which,
         span=span,
-        task=None if task is None else task.name,
+        task="your data" if task is None else task.name,
         lyapunov_gain=lyapunov_gain,
         rho=rho,
         sigma_max=sigma_max,

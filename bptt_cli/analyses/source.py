@@ -21,6 +21,8 @@ from bptt_cli.analyses.text import CLEANINGS
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.cells import Cell, RNNCell
 from bptt_cli.core.losses import LOSSES, get_loss
+from bptt_cli.core.net import NetParams
+from bptt_cli.core.netcell import NetCell
 from bptt_cli.core.rnn import INITS, Params, init_params, scale_to_spectral_radius
 from bptt_cli.core.validate import OptionError, check_choice, check_float, check_int
 from bptt_cli.io.filekind import check_npy_header, npy_claim
@@ -39,6 +41,7 @@ class ModelOptions:
 
     model: Path | None = None
     key: str | None = None
+    head: str | None = None
     hidden: int = 64
     init: str = "gaussian"
     spectral_radius: float | None = None
@@ -49,6 +52,8 @@ class ModelOptions:
     def check_model_options(self) -> None:
         if self.key is not None and self.model is None:
             raise ValueError("`--key` picks an array inside --model's file; give --model too")
+        if self.head is not None and self.model is None:
+            raise ValueError("`--head` picks the output layer of --model's state dict; give --model too")
         check_int("--hidden", self.hidden)
         check_choice("--init", self.init, INITS)
         if self.spectral_radius is not None:
@@ -76,6 +81,7 @@ class DataOptions:
     text_clean: str = "none"
     targets: Path | None = None
     batch_first: bool = False
+    span: int | None = None
 
     def check_data_options(self) -> None:
         if self.task is not None:
@@ -93,6 +99,10 @@ class DataOptions:
             raise ValueError(f"`--inputs` gives the inputs itself; it cannot be combined with --task {self.task}")
         if self.targets is not None and self.inputs is None:
             raise ValueError("`--targets` are the targets of --inputs' sequences; give --inputs too")
+        if self.span is not None:
+            check_int("--span", self.span)
+            if self.task not in (None, "random"):
+                raise ValueError(f"`--span`: the {self.task} task knows its own span; --span is for your --inputs")
         if self.batch_first and self.inputs is None:
             raise ValueError("`--batch-first` says how --inputs (and --targets) are laid out; give --inputs too")
         if self.text is not None and self.task not in (None, "text"):
@@ -128,11 +138,14 @@ class Source:
     saved: dict[str, Any] = field(default_factory=dict)
     h0: np.ndarray | None = None
     start: str = "h0 = 0"
+    user_span: int | None = None  # --span: how far back the user's own targets depend on the inputs
 
     @property
     def span(self) -> int | None:
         """How far back the task's last loss depends on its inputs (None for random or file inputs)."""
-        return None if self.task is None else needed_span(self.task, self.batch)
+        if self.task is None:
+            return self.user_span
+        return needed_span(self.task, self.batch)
 
     def describe(self) -> dict[str, Any]:
         """The network and data as they were resolved (the checkpoint's settings filled in)."""
@@ -207,6 +220,15 @@ def _network(
     """(cell, origin, description)."""
     activation = opts.activation or str(saved.get("activation") or "tanh")
     rescale = ""
+    if mf is not None and mf.network is not None:
+        return _torch_network(opts, mf)
+    if mf is not None and mf.checkpoint is not None and isinstance(mf.checkpoint.params, NetParams):
+        if opts.spectral_radius is not None:
+            raise ValueError(
+                "`--spectral-radius` rescales a vanilla RNN's W_h; this checkpoint holds a stacked network"
+            )
+        net = mf.checkpoint.params.astype(np.float64)
+        return NetCell(net, activation if net.kind == "rnn" else "tanh"), "checkpoint", f"checkpoint {mf.path}"
     if mf is not None and mf.checkpoint is not None:
         params = mf.checkpoint.params.astype(np.float64)
         origin, desc = "checkpoint", f"checkpoint {mf.path}"
@@ -235,6 +257,30 @@ def _network(
         params = Params(**{**params.as_dict(), "W_h": scale_to_spectral_radius(params.W_h, opts.spectral_radius)})
         rescale = f", rescaled to spectral radius {opts.spectral_radius:g}"
     return RNNCell(params, activation), origin, desc + rescale
+
+
+def _torch_network(opts: ModelOptions, mf: ModelFile) -> tuple[Cell, str, str]:
+    """The user's PyTorch module as it is: its cell, depth, biases and head (io/torch_state.py);
+    an nn.RNN's nonlinearity from --activation (a state dict does not record it) or from bptt's
+    own export, and the description says which."""
+    net = mf.network
+    where = f"--model {mf.path}"
+    if opts.spectral_radius is not None:
+        raise ValueError(f"{where}: `--spectral-radius` would change your model's W_hh; analyse it as it is")
+    if net.kind == "rnn" and net.activation is None:
+        raise ValueError(
+            f"{where}: an nn.RNN's nonlinearity is not in its state dict: give --activation tanh or relu "
+            "(whatever the module was built with)"
+        )
+    how = ""
+    if net.kind == "rnn":
+        how = f", {net.activation} {'from the file' if net.activation_from_file else 'as --activation says'}"
+    desc = f"{net.describe()}{how}, from {mf.where}"
+    vanilla = net.vanilla()
+    params = net.params.astype(np.float64)
+    if vanilla is not None:
+        return RNNCell(vanilla.astype(np.float64), net.activation), "network", desc
+    return NetCell(params, net.activation or "tanh"), "network", desc
 
 
 def _random_targets(rng: np.random.Generator, loss: str, T: int, B: int, V: int) -> np.ndarray | None:
@@ -348,7 +394,11 @@ def load_source(
     model_opts: ModelOptions, data_opts: DataOptions, rng: np.random.Generator, *, loss: str | None = None
 ) -> Source:
     """The network and a batch for it, from the shared options (see the module docstring)."""
-    mf = None if model_opts.model is None else open_model(model_opts.model, model_opts.key)
+    mf = (
+        None
+        if model_opts.model is None
+        else open_model(model_opts.model, model_opts.key, head=model_opts.head, activation=model_opts.activation)
+    )
     saved = saved_options(mf)
     task = _task(data_opts, saved)
     x_file = None
@@ -359,6 +409,14 @@ def load_source(
         )
     else:
         lossname = _loss(loss, task, saved)
+    headless = mf is not None and mf.network is not None and mf.network.head is None
+    if headless and get_loss(lossname).uses_output:
+        if loss is not None or data_opts.targets is not None or task is not None:
+            raise ValueError(
+                f"--model {mf.path}: no output layer (no nn.Linear head beside the recurrent module; --head PREFIX "
+                f"names one), so the {lossname} loss cannot be computed; without targets the loss is the states' own"
+            )
+        lossname = "half-square"  # random inputs: the signal of 1/2 ||h_t||^2, which needs no head
     D = task.input_size if task is not None else model_opts.input if x_file is None else x_file.shape[2]
     V = 0 if not get_loss(lossname).uses_output else (task.output_size if task is not None else model_opts.output)
     cell, origin, desc = _network(model_opts, mf, saved, rng, D, V)
@@ -413,6 +471,7 @@ def load_source(
         saved=saved,
         h0=h0,
         start=start,
+        user_span=None if data_opts.span is None else min(data_opts.span, batch.x.shape[0] - 1),
     )
 
 

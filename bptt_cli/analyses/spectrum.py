@@ -257,6 +257,7 @@ def run(config: SpectrumConfig) -> SpectrumResult:
         sig,
         task=src.task,
         batch=b,
+        span=src.user_span,
         lyapunov_gain=None if lyap is None else float(lyap.gains[0]),
         rho=rho,
         sigma_max=float(sigma[0]),
@@ -301,7 +302,9 @@ def _along_the_trajectory(c: SpectrumConfig, src: Source, warmup: int, folder: P
     note = fixed_point_note(cell, b.x, src.h0)
     if note:
         notes.append(note)
-    verdict = network_verdict(cell, sig, task=src.task, batch=b, lyapunov_gain=float(lyap.gains[0]), tol=c.verdict_tol)
+    verdict = network_verdict(
+        cell, sig, task=src.task, batch=b, span=src.user_span, lyapunov_gain=float(lyap.gains[0]), tol=c.verdict_tol
+    )
     result = SpectrumResult(c, src, None, None, None, None, None, None, None, lyap, sig, verdict, tuple(notes))
     if folder is None:
         return result

@@ -131,6 +131,7 @@ def run(config: TraceConfig) -> TraceResult:
         sig,
         task=src.task,
         batch=b,
+        span=src.user_span,
         which=c.signal,
         lyapunov_gain=lyap_gain,
         rho=rho,

@@ -110,8 +110,17 @@ KeyOpt = Annotated[
     str | None,
     typer.Option(
         "--key",
-        metavar="TEXT",
-        help="The array inside a --model matrix file (default: the only one; weight_hh_l0 for .pt).",
+        metavar="NAME",
+        help="In --model's file: the recurrent module's prefix (rnn, encoder.lstm) when it holds several, or "
+        "one array's name to read as the matrix W_h.",
+    ),
+]
+HeadOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--head",
+        metavar="PREFIX",
+        help="The nn.Linear output layer in --model's state dict (default: found by its shape).",
     ),
 ]
 HiddenOpt = Annotated[int, typer.Option("--hidden", "-H", min=1, metavar="N", help="Hidden size H of a fresh network.")]
@@ -192,6 +201,16 @@ TargetsOpt = Annotated[
         help="The targets of --inputs, a .npy file: integer classes (T, B) for xent, floats (T, B, V) for mse. "
         "[default: none; the loss is then 1/2 ||h_t||^2 of the states]",
         show_default=False,
+    ),
+]
+SpanOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--span",
+        min=1,
+        metavar="N",
+        help="How many steps back your --targets depend on your --inputs: the verdict judges the last "
+        "loss's signal there (as a task's span) instead of over the whole sequence.",
     ),
 ]
 BatchFirstOpt = Annotated[

@@ -285,7 +285,7 @@ def judge_task_horizon(
         reach = f"the signal reaches all {T - 1} steps back without decaying"
     else:
         reach = "the signal's reach is undetermined"
-    need = f"the {task} task needs {k}"
+    need = f"the {task} task needs {k}" if task != "your data" else f"your data needs {k} (--span)"
     ev = {
         **(evidence or {}),
         "span_needed": k,

@@ -1,15 +1,15 @@
-"""Reading a model file: a bptt checkpoint (the file or its run folder), or a matrix file.
+"""Reading a model file: a bptt checkpoint (the file or its run folder), a state dict holding a
+recurrent network (PyTorch's nn.RNN / nn.GRU / nn.LSTM and its nn.Linear head, io/torch_state.py),
+or a matrix file.
 
 `load_matrix` reads one square real matrix from .npy, .npz or a PyTorch .pt/.pth state dict,
 never unpickling anything (numpy with allow_pickle=False, torch with weights_only=True).
-`open_model` tells the two kinds of --model apart.
+`open_model` tells the three kinds of --model apart.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,17 @@ import numpy as np
 
 from bptt_cli.io.checkpoint import Checkpoint, load_checkpoint
 from bptt_cli.io.filekind import FORMAT_KEY, NPY_MAGIC, check_npy_header, file_kind
-from bptt_cli.io.memory import check_fits
+from bptt_cli.io.torch_state import (
+    TorchNetwork,
+    has_network,
+    load_torch_object,
+    npz_names,
+    parse_network,
+    recurrent_modules,
+    shown,
+    state_from_npz,
+    state_from_torch,
+)
 
 TORCH_DEFAULT_KEY = "weight_hh_l0"
 
@@ -94,37 +104,14 @@ def _load_npz(path: Path, key: str | None, where: str) -> tuple[np.ndarray, str]
         raise ValueError(f"{where}: corrupt .npz archive ({type(e).__name__}: {e})") from None
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _torch_failure(e: Exception) -> str:
-    """What torch.load(weights_only=True) refusing a file means, in one sentence of ours (torch's
-    own message is pages long and advises unpickling, which bptt never does)."""
-    text = _ANSI.sub("", str(e))
-    if "Weights only load failed" in text or "Unsupported global" in text or "UnpicklingError" in type(e).__name__:
-        return (
-            "it holds pickled Python objects besides tensors (a whole nn.Module, or a dict of other values), "
-            "which bptt refuses to unpickle; save model.state_dict() instead"
-        )
-    first = (text.strip().splitlines() or [type(e).__name__])[0]
-    return f"not a readable PyTorch file ({first.split('. ')[0]})"
-
-
 def _load_torch(path: Path, key: str | None, where: str) -> tuple[np.ndarray, str]:
-    try:
-        import torch
-    except ImportError:
-        raise ValueError(
-            f"{where}: reading a PyTorch file needs torch, which is not installed "
-            "(pip install torch, or save the matrix with numpy.save)"
-        ) from None
-    check_fits(path.stat().st_size, where, usage=False)  # tensors are stored raw: the file size bounds them
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on files it then reads fine
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types; all mean "cannot read safely"
-        raise ValueError(f"{where}: {_torch_failure(e)}") from None
+    return _torch_entry(load_torch_object(path, where), key, where)
+
+
+def _torch_entry(obj: Any, key: str | None, where: str) -> tuple[np.ndarray, str]:
+    """The matrix `key` (default 'weight_hh_l0') of a loaded torch object, or the bare tensor."""
+    import torch  # load_torch_object imported it (or said how to install it)
+
     key = TORCH_DEFAULT_KEY if key is None else key
     if isinstance(obj, torch.Tensor):
         tensor, key = obj, "<tensor>"
@@ -196,21 +183,33 @@ MODEL_FILE = "model.npz"  # the checkpoint inside a run folder
 
 @dataclass(frozen=True)
 class ModelFile:
-    """What --model points at: a bptt checkpoint, or one matrix (W_h) from a matrix file.
+    """What --model points at: a bptt checkpoint, a recurrent network from a state dict, or one
+    matrix (W_h) from a matrix file.
 
     path : the file read (a run folder's model.npz when --model named the folder)
     checkpoint : the Checkpoint, for a bptt checkpoint; else None
-    matrix : (H, H) float64, for a matrix file; else None
-    key : the array name inside the file, when there is one
+    matrix : (H, H) float64: the matrix of a matrix file, or W_hh of a network that is a 1-layer
+        nn.RNN (so that code reading a W_h reads that file as before); else None
+    key : the array name inside the file, when `matrix` came from one
+    network : the TorchNetwork (io/torch_state.py), for a state dict holding a recurrent module;
+        else None
     """
 
     path: Path
     checkpoint: Checkpoint | None = None
     matrix: np.ndarray | None = None
     key: str | None = None
+    network: TorchNetwork | None = None
+
+    @property
+    def kind(self) -> str:
+        """'checkpoint' | 'network' | 'matrix'."""
+        return "checkpoint" if self.checkpoint is not None else "network" if self.network is not None else "matrix"
 
     @property
     def where(self) -> str:
+        if self.network is not None:
+            return f"{self.path} (module {self.network.module})" if self.network.module else str(self.path)
         return f"{self.path} (key {self.key})" if self.key else str(self.path)
 
 
@@ -222,19 +221,120 @@ def is_bptt_checkpoint(path: Path) -> bool:
         return False
 
 
-def open_model(path: str | os.PathLike, key: str | None = None, option: str = "--model") -> ModelFile:
-    """Read --model PATH: a run folder (its model.npz), a bptt checkpoint, or a matrix file
-    (.npy, .npz, PyTorch with --key). ValueError naming the option and the file otherwise."""
+def open_model(
+    path: str | os.PathLike,
+    key: str | None = None,
+    option: str = "--model",
+    *,
+    head: str | None = None,
+    activation: str | None = None,
+    need_head: bool = False,
+    need_activation: bool = False,
+) -> ModelFile:
+    """Read --model PATH: a run folder (its model.npz), a bptt checkpoint, a state dict holding a
+    recurrent network, or a matrix file (.npy, .npz, PyTorch).
+
+    `--key` is an array name or a module prefix, whichever the file has:
+
+    - a name of an array in the file (`--key W_h`, `--key enc.W`, `--key rnn.weight_hh_l0`): that
+      array, as a matrix (W_h), as always;
+    - else the prefix of a recurrent module (`--key rnn`, `--key encoder.lstm`: what precedes
+      `weight_hh_l0`): that module, as a network;
+    - no --key: the file's one recurrent module, when it has one (a module has weight_ih_l0 and
+      weight_hh_l0; a lone weight_hh_l0 is a matrix, as before), else the default matrix
+      (weight_hh_l0 of a PyTorch file, the only array of an .npz).
+
+    A network that is a 1-layer nn.RNN also fills `matrix` with its W_hh.
+
+    Parameters
+    ----------
+    path : path-like
+    key : str, optional
+        An array name or a module prefix (above).
+    option : str
+        The option the user gave the path with, for the messages.
+    head, activation, need_head, need_activation
+        For a network: io/torch_state.parse_network's. By default a network may lack its output
+        layer (the caller then brings its own, as for a matrix file) and an nn.RNN its
+        nonlinearity (`network.activation` is then None); pass True to refuse those.
+
+    Returns
+    -------
+    ModelFile
+
+    Raises
+    ------
+    ValueError
+        One line naming `option`, the file and the rule broken.
+    """
     p = Path(path)
     if p.is_dir():
         if not (p / MODEL_FILE).is_file():
             raise ValueError(f"{option} {p}: a folder without {MODEL_FILE} (not a bptt run folder)")
         p = p / MODEL_FILE
+    where = f"{option} {p}"
     if not p.exists():
-        raise ValueError(f"{option} {p}: no such file")
+        raise ValueError(f"{where}: no such file")
     if is_bptt_checkpoint(p):
         if key is not None:
-            raise ValueError(f"--key applies to matrix files; {option} {p} is a bptt checkpoint")
+            raise ValueError(f"--key applies to matrix files and state dicts; {where} is a bptt checkpoint")
+        if head is not None:
+            raise ValueError(f"--head applies to a state dict with a recurrent module; {where} is a bptt checkpoint")
         return ModelFile(path=p, checkpoint=load_checkpoint(p, option=option))
-    matrix, used = load_matrix_with_key(p, key, option)
-    return ModelFile(path=p, matrix=matrix, key=used)
+    try:
+        kind = file_kind(p)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot be read ({e.strerror or e})") from None
+    network = None
+    opts = {
+        "key": key,
+        "head": head,
+        "activation": activation,
+        "need_head": need_head,
+        "need_activation": need_activation,
+    }
+    if kind == "torch":
+        obj = load_torch_object(p, where)
+        names = [str(k) for k in obj] if isinstance(obj, dict) else []
+        if _wants_network(names, key, where):
+            network = parse_network(state_from_torch(obj, where), where, **opts)
+        else:
+            arr, used = _torch_entry(obj, key, where)
+            _no_head(head, where)
+            return ModelFile(path=p, matrix=check_matrix(arr, f"{where} (key {used})"), key=used)
+    elif kind == "npz":
+        try:
+            names = npz_names(p)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{where}: corrupt .npz archive ({type(e).__name__}: {e})") from None
+        if _wants_network(names, key, where):
+            network = parse_network(state_from_npz(p, where), where, **opts)
+    if network is None:
+        _no_head(head, where)
+        matrix, used = load_matrix_with_key(p, key, option)
+        return ModelFile(path=p, matrix=matrix, key=used)
+    matrix = used = None
+    if network.kind == "rnn" and network.num_layers == 1:
+        used = f"{network.module}.weight_hh_l0" if network.module else "weight_hh_l0"
+        matrix = check_matrix(network.params.layers[0].W_hh, f"{where} (key {used})")
+    return ModelFile(path=p, matrix=matrix, key=used, network=network)
+
+
+def _wants_network(names: list[str], key: str | None, where: str) -> bool:
+    """Whether --key and the file's keys make it a network (open_model's docstring)."""
+    if key is not None and key in names:
+        return False
+    if key is None:
+        return has_network(names)
+    if key.removesuffix(".") in recurrent_modules(names):
+        return True
+    if has_network(names):
+        modules = ", ".join(shown(m) for m in recurrent_modules(names))
+        arrays = ", ".join(names[:20])
+        raise ValueError(f"{where}: no array or recurrent module named {key!r} (modules: {modules}; arrays: {arrays})")
+    return False  # the matrix path says which arrays there are
+
+
+def _no_head(head: str | None, where: str) -> None:
+    if head is not None:
+        raise ValueError(f"--head applies to a state dict with a recurrent module; {where} has none")

@@ -101,7 +101,7 @@ def _trajectory(o: Output, r: SpectrumResult) -> None:
             th = r.theory
             o.show(
                 caption(
-                    f"mean-field theory (core/theory.py) for this matrix's g = ||W_h||_F / sqrt(H) = {th.g:.4g} and "
+                    f"mean-field theory for this matrix's g = ||W_h||_F / sqrt(H) = {th.g:.4g} and "
                     f"input std {th.input_std:g}: top exponent {th.lyapunov:.4g}, gain {th.gain:.4g} per step"
                 )
             )

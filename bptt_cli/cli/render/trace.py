@@ -83,7 +83,13 @@ def render(o: Output, r: TraceResult) -> None:
                 *(
                     []
                     if r.theory is None
-                    else [["mean-field theory", r.theory.gain, f"sqrt(chi) for g = {r.theory.g:.4g} (core/theory.py)"]]
+                    else [
+                        [
+                            "mean-field theory",
+                            r.theory.gain,
+                            f"sqrt(chi) for g = ||W_h||_F / sqrt(H) = {r.theory.g:.4g}",
+                        ]
+                    ]
                 ),
                 ["measured gain, last loss", fit.gain, f"r^2 {fmt(fit.r2)} over k = {fit.first}..{fit.last}"],
                 ["measured gain, all losses", fit_t.gain, f"r^2 {fmt(fit_t.r2)} over k = {fit_t.first}..{fit_t.last}"],
