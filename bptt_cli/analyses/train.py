@@ -29,6 +29,7 @@ from bptt_cli.analyses.training.state import TrainState, initial_state
 from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.cells import Cell, RNNCell
 from bptt_cli.core.net import GATES, KINDS, NetParams, init_net_params
+from bptt_cli.core.netcell import NetCell
 from bptt_cli.core.rnn import INITS, Params, init_params, init_recurrent
 from bptt_cli.core.truncation import parse_strategy
 from bptt_cli.core.validate import (
@@ -340,6 +341,16 @@ def _fresh_params(c: TrainConfig, task: Task, rng: np.random.Generator) -> Param
     if c.cell == "rnn" and c.layers == 1:
         return init_params(rng, **sizes, init=c.init, spectral_radius=c.spectral_radius, dtype=c.dtype)
     net = init_net_params(rng, kind=c.cell, **sizes, num_layers=c.layers, dtype=c.dtype)
+    if c.cell == "lstm":
+        # the forget gate starts open (its bias 1, Jozefowicz et al. 2015), so that the cell path
+        # carries the signal from the first step; PyTorch's own init leaves it near 1/2
+        H = c.hidden
+        layers = []
+        for layer in net.layers:
+            b_ih, b_hh = layer.b_ih.copy(), layer.b_hh.copy()
+            b_ih[H : 2 * H], b_hh[H : 2 * H] = 1.0, 0.0
+            layers.append(replace(layer, b_ih=b_ih, b_hh=b_hh))
+        net = replace(net, layers=tuple(layers))
     if c.cell == "rnn":
         layers = tuple(
             replace(
@@ -354,8 +365,6 @@ def _fresh_params(c: TrainConfig, task: Task, rng: np.random.Generator) -> Param
 def make_cell(params: Params | NetParams, activation: str) -> Cell:
     """The Cell of a parameter set: the vanilla RNN's, or a stack's (core/netcell.py)."""
     if isinstance(params, NetParams):
-        from bptt_cli.core.netcell import NetCell  # noqa: PLC0415 - TEMPORARY until core/netcell.py lands
-
         return NetCell(params, activation if params.kind == "rnn" else "tanh")
     return RNNCell(params, activation)
 
