@@ -241,17 +241,8 @@ def run(config: SpectrumConfig) -> SpectrumResult:
         notes.append(choice.note)
     gamma = cell.gamma
     bounds = pascanu_bounds(rho, float(sigma[0]), gamma)
-    lyap = sig = None
     b = src.batch
-    if c.lyapunov > 0:  # a trajectory runs: its exponents, and the gradient signal along it
-        lyap = lyapunov_exponents(cell, b.x, k=c.lyapunov, warmup=warmup, h0=src.h0)
-        try:
-            sig = trace(cell, b.x, b.targets, loss=src.loss, mask=b.mask, h0=src.h0)
-        except ValueError as e:  # the forward pass or the loss overflows: nothing to trace
-            notes.append(f"no gradient signal traced: {e}")
-        note = fixed_point_note(cell, b.x, src.h0)
-        if note:
-            notes.append(note)
+    lyap, sig = _trajectory(c, src, warmup, notes) if c.lyapunov > 0 else (None, None)
     verdict = network_verdict(
         cell,
         sig,
@@ -288,11 +279,12 @@ def run(config: SpectrumConfig) -> SpectrumResult:
     return SpectrumResult(**{**result.__dict__, "plots": tuple(spectrum_plots(folder, W, result, tol=c.tol))})
 
 
-def _along_the_trajectory(c: SpectrumConfig, src: Source, warmup: int, folder: Path | None) -> SpectrumResult:
-    """spectrum of a cell without one recurrent matrix: the Lyapunov spectrum over the full state,
-    the per-step norm of the state-to-state Jacobian and the gate means, along the trajectory."""
+def _trajectory(
+    c: SpectrumConfig, src: Source, warmup: int, notes: list[str]
+) -> tuple[LyapunovResult, SignalTrace | None]:
+    """A trajectory's Lyapunov exponents and the last loss's gradient signal along it (notes: a
+    trace the forward pass overflows, a fixed point)."""
     cell, b = src.cell, src.batch
-    notes: list[str] = []
     lyap = lyapunov_exponents(cell, b.x, k=c.lyapunov, warmup=warmup, h0=src.h0)
     sig = None
     try:
@@ -302,6 +294,15 @@ def _along_the_trajectory(c: SpectrumConfig, src: Source, warmup: int, folder: P
     note = fixed_point_note(cell, b.x, src.h0)
     if note:
         notes.append(note)
+    return lyap, sig
+
+
+def _along_the_trajectory(c: SpectrumConfig, src: Source, warmup: int, folder: Path | None) -> SpectrumResult:
+    """spectrum of a cell without one recurrent matrix: the Lyapunov spectrum over the full state,
+    the per-step norm of the state-to-state Jacobian and the gate means, along the trajectory."""
+    cell, b = src.cell, src.batch
+    notes: list[str] = []
+    lyap, sig = _trajectory(c, src, warmup, notes)
     verdict = network_verdict(
         cell, sig, task=src.task, batch=b, span=src.user_span, lyapunov_gain=float(lyap.gains[0]), tol=c.verdict_tol
     )
