@@ -28,7 +28,7 @@ import numpy as np
 from bptt_cli.core.net import NetParams, check_net_params
 from bptt_cli.core.rnn import PARAM_NAMES, Params, check_params
 from bptt_cli.io.atomic import atomic_write
-from bptt_cli.io.filekind import FORMAT_KEY, check_npy_header, file_kind
+from bptt_cli.io.filekind import FORMAT_KEY, check_npy_header, kind_of_file
 
 FORMAT = "bptt-checkpoint/1"
 _CONFIG_KEY = "config"
@@ -86,14 +86,7 @@ def load_checkpoint(path: str | os.PathLike, option: str = "checkpoint") -> Chec
     """
     path = Path(path)
     where = f"{option} {path}"
-    if not path.exists():
-        raise ValueError(f"{where}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{where}: is a folder, not a file")
-    try:
-        kind = file_kind(path)
-    except OSError as e:
-        raise ValueError(f"{where}: cannot be read ({e.strerror or e})") from None
+    kind = kind_of_file(path, where)
     if kind == "torch":
         raise ValueError(f"{where}: a PyTorch file, not a bptt checkpoint (a checkpoint is what `bptt train` saves)")
     if kind != "bptt":

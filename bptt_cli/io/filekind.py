@@ -47,6 +47,19 @@ def file_kind(path: Path) -> str:
     return "unknown"
 
 
+def kind_of_file(path: Path, where: str) -> str:
+    """`file_kind` of a path the user gave (`where`: the option and the path, for the messages):
+    ValueError for a missing file, a folder, or a file that cannot be read."""
+    if not path.exists():
+        raise ValueError(f"{where}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{where}: is a folder, not a file")
+    try:
+        return file_kind(path)
+    except OSError as e:
+        raise ValueError(f"{where}: cannot be read ({e.strerror or e})") from None
+
+
 def npy_claim(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     """The (shape, dtype) an .npy header claims; the file is left at the start of the data."""
     version = np.lib.format.read_magic(f)

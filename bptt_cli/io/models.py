@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bptt_cli.io.checkpoint import Checkpoint, load_checkpoint
-from bptt_cli.io.filekind import FORMAT_KEY, NPY_MAGIC, check_npy_header, file_kind
+from bptt_cli.io.filekind import FORMAT_KEY, NPY_MAGIC, check_npy_header, file_kind, kind_of_file
 from bptt_cli.io.torch_state import (
     TorchNetwork,
     has_network,
@@ -154,14 +154,7 @@ def load_matrix_with_key(
     """
     path = Path(path)
     where = f"{option} {path}"
-    if not path.exists():
-        raise ValueError(f"{where}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{where}: is a folder, not a file")
-    try:
-        kind = file_kind(path)
-    except OSError as e:
-        raise ValueError(f"{where}: cannot be read ({e.strerror or e})") from None
+    kind = kind_of_file(path, where)
     if kind == "npy":
         if key is not None:
             raise ValueError(f"{where}: --key applies to .npz and PyTorch files, not .npy")

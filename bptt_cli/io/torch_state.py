@@ -55,7 +55,7 @@ from bptt_cli.core.activations import NAMES as ACTIVATIONS
 from bptt_cli.core.net import GATES, LayerParams, NetParams, check_net_params, kind_of
 from bptt_cli.core.rnn import Params, check_params
 from bptt_cli.io.atomic import atomic_write
-from bptt_cli.io.filekind import check_npy_header, file_kind, npy_claim
+from bptt_cli.io.filekind import check_npy_header, kind_of_file, npy_claim
 from bptt_cli.io.memory import check_fits
 
 META_KEY = "bptt_meta"
@@ -191,14 +191,7 @@ def read_state(path: str | os.PathLike, option: str = "--model") -> StateDict:
     `option` and the file for anything else (a bptt checkpoint, a .npy, a bare tensor)."""
     path = Path(path)
     where = f"{option} {path}"
-    if not path.exists():
-        raise ValueError(f"{where}: no such file")
-    if path.is_dir():
-        raise ValueError(f"{where}: is a folder, not a file")
-    try:
-        kind = file_kind(path)
-    except OSError as e:
-        raise ValueError(f"{where}: cannot be read ({e.strerror or e})") from None
+    kind = kind_of_file(path, where)
     if kind == "torch":
         return state_from_torch(load_torch_object(path, where), where)
     if kind == "npz":
