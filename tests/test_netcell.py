@@ -306,6 +306,29 @@ def test_fast_kernels_equal_the_reference(kind, act, L, dtype):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_fast_layer_kernels_equal_the_reference_for_any_chunk(kind, chunk):
+    # the fast kernels work in chunks of steps (7 and 100: one chunk, and more steps than T);
+    # a carry from beyond the last step and cut steps (xi = 0) cross the chunk boundaries
+    T, B, D = 7, 2, 3
+    p = make_net(kind, 1, D=D, H=4, seed=45)
+    la = p.layers[0]
+    rng = np.random.default_rng(46)
+    x = rng.normal(size=(T, B, D))  # (T, B, D)
+    s0 = rng.uniform(-0.5, 0.5, size=(B, p.layer_state))
+    dh = rng.normal(size=(T, B, p.hidden_size))
+    carry = rng.normal(size=(B, p.layer_state))
+    xi = rng.uniform(0.5, 1.5, size=(T, B))
+    xi[2], xi[4, 0] = 0, 0
+    fast, ref = ly.forward(kind, la, x, s0, chunk=chunk), ly.forward_reference(kind, la, x, s0)
+    assert_rel(fast.h, ref.h, 1e-13, "h")
+    a = ly.backward(kind, la, fast, dh, carry, xi, chunk=chunk)
+    b = ly.backward_reference(kind, la, ref, dh, carry, xi)
+    for name in ("W_ih", "W_hh", "b_ih", "b_hh", "dx", "dh", "ds_h", *(("ds_c",) if kind == "lstm" else ())):
+        assert_rel(getattr(a, name), getattr(b, name), 1e-12, name)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("backward", [ly.backward, ly.backward_reference], ids=["fast", "reference"])
 def test_layer_backward_carry_continues_a_split_sequence(kind, backward):
     """The carry into the last step means what arrives from beyond it: the backward of steps 1..T

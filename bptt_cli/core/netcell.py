@@ -30,6 +30,7 @@ from bptt_cli.core.net import LayerParams, NetParams, check_net_params
 from bptt_cli.core.validate import check_choice, check_finite
 
 METHODS = ("efficient", "reference")
+TOP_KEEPS, LOWER_KEEPS = frozenset({"dh", "ds_c"}), frozenset({"ds_h", "ds_c"})
 KIND_NAMES = {"gru": "GRU", "lstm": "LSTM"}
 
 
@@ -68,38 +69,43 @@ def output_loss(
     targets: np.ndarray | None,
     mask: np.ndarray | None,
     *,
-    columns: bool = True,
+    fast: bool = False,
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """L, dl_t/dh_t (T, B, H) on the top layer's h, and dW_y, dc.
 
     Parameters
     ----------
-    h : (T + 1, B, H) the top layer's h_0..h_T
+    h : (T + 1, B, H) the top layer's h_0..h_T, C-contiguous
     targets, mask : already checked (Cell.check_batch)
-    columns : the cross-entropy with one column per (t, b) (core/losses.py `xent_columns`, faster)
-        rather than `loss_and_grad`'s rows; the same numbers to rounding
+    fast : for core/layers.py's fast backward: the cross-entropy with one column per (t, b)
+        (core/losses.py `xent_columns`, the same numbers to rounding), and dl_t/dh_t computed straight
+        into the fast kernels' layout (a (T, B, H) view of (T, H, B) memory), one product per step
     """
     T1, B, H = h.shape
-    N = (T1 - 1) * B
-    V = params.output_size
+    T, N, V = T1 - 1, (T1 - 1) * B, params.output_size
     if not loss.uses_output:  # half-square: 1/2 ||h_t||^2 of the top layer's h
         L, dl = loss_and_grad(loss, h[1:], None, mask)
         return L, dl, np.zeros_like(params.W_y), np.zeros_like(params.c)
     h2 = h[1:].reshape(N, H)  # (T B, H)
-    if loss is XENT and columns:
+    if loss is XENT and fast:
         yT = params.W_y @ h2.T  # (V, T B): one column per (t, b), as xent_columns wants
         yT += params.c[:, None]
         L = xent_columns(yT, targets.reshape(N), B, None if mask is None else mask.reshape(N))
         dy = yT.T  # (T B, V) view
+        dy_steps = yT.reshape(V, T, B).transpose(1, 0, 2)  # (T, V, B) view: step t's dL/dy as columns
     else:
         y = h2 @ params.W_y.T  # (T B, V)
         y += params.c
-        L, dy3 = loss_and_grad(loss, y.reshape(T1 - 1, B, V), targets, mask, overwrite=True)
+        L, dy3 = loss_and_grad(loss, y.reshape(T, B, V), targets, mask, overwrite=True)
         dy = dy3.reshape(N, V)
+        dy_steps = dy3.transpose(0, 2, 1)  # (T, V, B) view
     # back through y_t = W_y h_t + c, every step in one product
     dW_y = dy.T @ h2  # (V, H)
     dc = np.ones(N, dtype=dy.dtype) @ dy  # (V,)
-    dl = (dy @ params.W_y).reshape(T1 - 1, B, H)  # (T, B, H)
+    if fast:
+        dl = np.matmul(params.W_y.T, dy_steps).transpose(0, 2, 1)  # (T, B, H) view of (T, H, B)
+    else:
+        dl = (dy @ params.W_y).reshape(T, B, H)  # (T, B, H)
     return L, dl, dW_y, dc
 
 
@@ -163,7 +169,7 @@ class NetCell(Cell):
         for k, layer in enumerate(self._params.layers):
             r = fwd(self.name, layer, inp, s0[:, self._layer_slice(k)], act)
             runs.append(r)
-            inp = r.h[1:]  # (T, B, H) the next layer's input
+            inp = r.h_rows[1:]  # (T, B, H) the next layer's input, C-contiguous
         return tuple(runs)
 
     def _states(self, runs: tuple[ly.LayerRun, ...]) -> np.ndarray:
@@ -193,7 +199,7 @@ class NetCell(Cell):
     def outputs(self, run: Run) -> np.ndarray:
         T1, B, H = run.cache[-1].h.shape
         p = self._params
-        y = (run.cache[-1].h[1:].reshape((T1 - 1) * B, H) @ p.W_y.T).reshape(T1 - 1, B, p.output_size)  # (T, B, V)
+        y = (run.cache[-1].h_rows[1:].reshape((T1 - 1) * B, H) @ p.W_y.T).reshape(T1 - 1, B, p.output_size)  # (T, B, V)
         y += p.c
         return y
 
@@ -201,7 +207,7 @@ class NetCell(Cell):
         self, run: Run, loss: Loss, targets: np.ndarray | None, mask: np.ndarray | None
     ) -> tuple[float, np.ndarray]:
         """L and dl_t/ds_t (T, B, S): non-zero only on the top layer's h."""
-        L, dl_top, _, _ = output_loss(self._params, run.cache[-1].h, get_loss(loss), targets, mask)
+        L, dl_top, _, _ = output_loss(self._params, run.cache[-1].h_rows, get_loss(loss), targets, mask)
         T, B, H = dl_top.shape
         if self.state_size == H:
             return L, dl_top
@@ -255,12 +261,17 @@ class NetCell(Cell):
         back = ly.backward_reference if reference else ly.backward
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             runs = self._forward(x, s0, reference=reference)
-            L, dh, dW_y, dc = output_loss(p, runs[-1].h, lo, targets, mask, columns=not reference)
+            L, dh, dW_y, dc = output_loss(p, runs[-1].h_rows, lo, targets, mask, fast=not reference)
             grads: list = [None] * p.num_layers  # LayerGrads, filled top first
+            # s_0..s_T's adjoints, feature-major: each layer's backward writes its pieces straight in
+            adj = None if reference else np.empty((T + 1, self.state_size, B), dtype=p.dtype).transpose(0, 2, 1)
             for k in reversed(range(p.num_layers)):  # top first: its dL/dx is the adjoint from above below
-                grads[k] = back(p.kind, p.layers[k], runs[k], dh, None, propagate, need_dx=k > 0)
+                # the adjoints need the top layer's dL/dh_t and every other h's through-time share (_adjoints)
+                keep = TOP_KEEPS if k == p.num_layers - 1 else LOWER_KEEPS
+                kw = {} if reference else {"out": self._adjoint_slices(adj, k, keep)}
+                grads[k] = back(p.kind, p.layers[k], runs[k], dh, None, propagate, need_dx=k > 0, keep=keep, **kw)
                 dh = grads[k].dx
-        adjoints = self._adjoints(grads)
+        adjoints = self._adjoints(grads) if reference else adj[1:]
         dh0 = np.concatenate([g.ds0 for g in grads], axis=1)  # (B, S)
         final = np.concatenate([r.final_state for r in runs], axis=1)  # (B, S)
         layer_grads = tuple(
@@ -285,6 +296,15 @@ class NetCell(Cell):
         return GradResult(
             loss=L, grads=net_grads, dh0=dh0, adjoints=adjoints, final_state=final, method=method, paths=T, jvps=jvps
         )
+
+    def _adjoint_slices(self, adj: np.ndarray, k: int, keep: frozenset[str]) -> dict[str, np.ndarray]:
+        """Layer k's pieces of the adjoints adj (T + 1, B, S), index t the state s_t: its h's dL/dh_t (the
+        top layer) or through-time share ds_h, and an LSTM's ds_c (module docstring)."""
+        H, base = self.hidden_size, self._layer_slice(k).start
+        out = {"dh": adj[1:, :, base : base + H]} if "dh" in keep else {"ds_h": adj[:, :, base : base + H]}
+        if self.name == "lstm":
+            out["ds_c"] = adj[:, :, base + H : base + 2 * H]
+        return out
 
     def _adjoints(self, grads: list[ly.LayerGrads]) -> np.ndarray:
         """dL/ds_t (T, B, S): the top layer's h takes its own loss and what comes back through time
