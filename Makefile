@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 # torch==2.13.0 is the CPU build on this machine's disk; an unpinned torch is a multi-GB CUDA build.
 $(TORCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
-	$(BIN)/python -m pip install --quiet -e '.[test,torch]'
+	$(BIN)/python -m pip install --quiet -e '.[test,torch,cluster]'
 	touch $(TORCH_STAMP)
 
 demo: $(STAMP)

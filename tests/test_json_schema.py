@@ -37,6 +37,8 @@ RUNS = {
     "compare-truncation influence": [
         "compare-truncation", "--task", "influence", "--steps", "5", "--samples", "4", "--batch", "4",
     ],
+    "sweep spectrum": ["sweep", "spectrum", "-H", "12", "-T", "40", "--grid", "spectral-radius=0.5,2", "-j", "1"],
+    "sweep train": ["sweep", "train", "--steps", "4", "--hidden", "8", "--grid", "lr=1e-3:1e-2:2:log", "-j", "1"],
 }  # fmt: skip
 ERRORS = {
     "usage: unknown option": (["trace", "--no-such"], 2),
@@ -46,6 +48,8 @@ ERRORS = {
     "bad input: an overflow": (["paths", "--spectral-radius", "1e6", "-T", "200"], 1),
     "bad input: export a missing checkpoint": (["export", "/nonexistent/run", "--to", "/nonexistent/m.pt"], 1),
     "usage: export without --to": (["export", "/nonexistent/run"], 2),
+    "usage: sweep over no option": (["sweep", "spectrum", "--grid", "nope=1,2"], 2),
+    "usage: sweep over a bad value": (["sweep", "trace", "--grid", "hidden=8,0"], 2),
 }
 
 

@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from bptt_cli import signals
 from bptt_cli._version import __version__
-from bptt_cli.cli.commands import compare_truncation, export, gradcheck, paths, spectrum, trace, train
+from bptt_cli.cli.commands import compare_truncation, export, gradcheck, paths, spectrum, sweep, trace, train
 from bptt_cli.cli.output import EXIT_CODES, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, fail, interruption_reported
 
 # click's exception classes, reached through Typer's public BadParameter (no private import)
@@ -80,8 +80,9 @@ for name, module in (
     ("train", train),
     ("compare-truncation", compare_truncation),
     ("export", export),
+    ("sweep", sweep),
 ):
-    app.command(name)(module.command)
+    app.command(name, context_settings=getattr(module, "CONTEXT", None))(module.command)
 
 
 def _version(value: bool) -> None:

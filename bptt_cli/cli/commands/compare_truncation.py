@@ -45,6 +45,11 @@ from bptt_cli.core.truncation import SPEC_FORMS
 D = analysis.CompareConfig
 
 
+def make_config(params: dict) -> "analysis.CompareConfig":
+    """The analysis' config from the command's parameters (also each point of `bptt sweep compare-truncation`)."""
+    return config_from(D, params, strategies=tuple(s.strip() for s in params["strategies"].split(",")))
+
+
 @handle_errors("compare-truncation")
 def command(
     strategies: Annotated[
@@ -113,8 +118,7 @@ def command(
     shows the influence-balancing problem, where short truncation gets the sign of the gradient
     wrong."""
     labels = parse_fail_on(fail_on)
-    specs = tuple(s.strip() for s in strategies.split(","))
-    config = config_from(D, locals(), strategies=specs)
+    config = make_config(locals())
     result = analysis.run(config)
     o = Output(json, quiet, "compare-truncation")
     render(o, result)

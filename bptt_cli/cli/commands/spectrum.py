@@ -51,6 +51,11 @@ from bptt_cli.cli.render.spectrum import render
 D = analysis.SpectrumConfig
 
 
+def make_config(params: dict) -> "analysis.SpectrumConfig":
+    """The analysis' config from the command's parameters (also each point of `bptt sweep spectrum`)."""
+    return config_from(D, params)
+
+
 @handle_errors("spectrum")
 def command(
     model: ModelOpt = None,
@@ -101,7 +106,7 @@ def command(
     the Pascanu bounds; the Lyapunov exponents along a trajectory; and a verdict that names its
     basis."""
     labels = parse_fail_on(fail_on)
-    config = config_from(D, locals())
+    config = make_config(locals())
     result = analysis.run(config)
     o = Output(json, quiet, "spectrum")
     render(o, result)

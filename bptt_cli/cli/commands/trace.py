@@ -52,6 +52,11 @@ from bptt_cli.cli.render.trace import render
 D = analysis.TraceConfig
 
 
+def make_config(params: dict) -> "analysis.TraceConfig":
+    """The analysis' config from the command's parameters (also each point of `bptt sweep trace`)."""
+    return config_from(D, params)
+
+
 @handle_errors("trace")
 def command(
     model: ModelOpt = None,
@@ -100,7 +105,7 @@ def command(
     gain, find the memory horizon, and set the measurement beside rho(W_h), sigma_max(W_h) and
     the Lyapunov gain."""
     labels = parse_fail_on(fail_on)
-    config = config_from(D, locals())
+    config = make_config(locals())
     result = analysis.run(config)
     o = Output(json, quiet, "trace")
     render(o, result)

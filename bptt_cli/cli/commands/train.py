@@ -110,6 +110,12 @@ def given_options(ctx: typer.Context) -> dict[str, Any]:
     return {k: plain(v) for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
 
 
+def make_config(params: dict) -> "analysis.TrainConfig":
+    """A new run's config from the command's parameters and its `command_line` (also each point of
+    `bptt sweep train`)."""
+    return config_from(D, params, fail_on=parse_fail_on(params.get("fail_on")))
+
+
 @handle_errors("train")
 def command(
     ctx: typer.Context,
@@ -199,7 +205,7 @@ def command(
     if resume is not None:
         config, checkpoint = D.resumed(resume, given)
     else:
-        config = config_from(D, locals(), fail_on=parse_fail_on(fail_on), command_line=line)
+        config = make_config({**locals(), "command_line": line})
     o = Output(json, quiet, "train")
     progress = TrainProgress(o)
     with StopFlag() as stop:
