@@ -319,3 +319,55 @@ def test_a_lost_dask_worker_is_rerun_by_the_scheduler(tmp_path):
     assert sorted(keys) == sorted(p.point.key for p in planned) and len(set(keys)) == 4
     serial = sweep.run(replace(config, out=tmp_path / "serial"), planned)
     assert [p.row() for p in result.points] == [p.row() for p in serial.points]
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_running_dask_cluster_takes_the_sweep(tmp_path):
+    """`dask scheduler` and `dask worker` started as a user would, the sweep submitted by address:
+    the same sweep.jsonl lines as the serial run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = Path(sys.executable).with_name("dask")
+    assert dask.exists(), "the cluster extra installs the dask command"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet
+    )
+    worker = None
+    try:
+        # before any worker joins: one line, not a sweep that waits forever
+        _wait_for(lambda: _listening(port))  # the scheduler is up
+        r = bptt("sweep", *SPECTRUM, "--grid", "spectral-radius=1,2", "--scheduler", address, "--timeout", "3",
+                 "--out", str(tmp_path / "none"), timeout=120)  # fmt: skip
+        assert r.returncode == 1 and "no workers" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / "none").exists()
+        worker = subprocess.Popen([dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                                  **quiet)  # fmt: skip
+        grid = ["--grid", "spectral-radius=0.5,1.5,3"]
+        # --timeout: the workers take a few seconds to join, and the sweep waits for one
+        r = bptt("sweep", *SPECTRUM, *grid, "--scheduler", address, "--out", str(tmp_path / "d"), "--json",
+                 "--timeout", "60", timeout=180)  # fmt: skip
+        doc = loads_strict(r.stdout)
+        assert r.returncode == 0, r.stderr
+        assert doc["results"]["executor"] == "dask" and doc["results"]["workers"] >= 1
+        serial = invoke(["sweep", *SPECTRUM, *grid, "-j", "1", "--out", str(tmp_path / "s")])
+        assert doc["results"]["points"] == serial["results"]["points"]
+        assert sorted((tmp_path / "d" / LOG).read_text().splitlines()) == sorted(
+            (tmp_path / "s" / LOG).read_text().splitlines()
+        )
+    finally:
+        for p in (worker, scheduler):
+            if p is not None:
+                p.terminate()
+                p.wait(30)

@@ -160,10 +160,17 @@ class DaskExecutor:
             raise OSError(
                 f"--scheduler {scheduler}: no Dask scheduler answered within {timeout:g} s ({type(e).__name__}: {e})"
             ) from None
+        try:
+            self.client.wait_for_workers(1, timeout=timeout)
+        except (OSError, TimeoutError):
+            self.close()
+            raise OSError(
+                f"--scheduler {scheduler}: the scheduler has no workers (waited {timeout:g} s); start some with "
+                f"`dask worker {scheduler} --nthreads 1`"
+            ) from None
         info = self.client.scheduler_info()
         self.workers = len(info.get("workers", {})) or workers
-        # the scheduler serves its dashboard only where bokeh is installed
-        self.dashboard = self.client.dashboard_link if "dashboard" in info.get("services", {}) else None
+        self.dashboard = self.client.dashboard_link  # what the scheduler reports (served where bokeh is installed)
 
     def run(self, fn: Callable[..., dict], tasks: Sequence[Task], on_done: Done) -> list[str]:
         distributed = _import_distributed()

@@ -38,9 +38,9 @@ class SweepProgress:
         if done:
             self.o.line(f"resuming: {done} points already in the sweep's log, {todo} to run")
         if getattr(executor, "name", None) == "dask":
-            dashboard = executor.dashboard or "not served (the scheduler needs bokeh: pip install bokeh)"
-            self.o.line(f"Dask: {executor.workers} workers, dashboard {dashboard}")
-        if self.o.quiet or not todo:
+            self.o.line(f"Dask: {executor.workers} workers, dashboard {executor.dashboard} (with bokeh installed)")
+        console = Console(stderr=True, highlight=False)
+        if self.o.quiet or not todo or not console.is_terminal:  # a log file gets the table, not bar frames
             return
         self._progress = Progress(
             TextColumn("[bold]sweep[/]"),
@@ -49,7 +49,7 @@ class SweepProgress:
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True, highlight=False),
+            console=console,
             transient=False,
         )
         self._task = self._progress.add_task("sweep", total=todo, status="")
@@ -83,10 +83,11 @@ def render(o: Output, r: SweepResult) -> None:
     c = r.config
     axes = [a.name for a in c.grid]
     columns = COLUMNS.get(c.analysis, ())
-    shape = " x ".join(str(len(a.texts)) for a in c.grid)
+    n = len(r.points) + len(r.missing)
+    shape = f"{n} points" if len(c.grid) == 1 else " x ".join(str(len(a.texts)) for a in c.grid) + f" = {n} points"
     o.show(
         title(
-            f"sweep: {c.analysis} over {' x '.join(axes)} ({shape} = {len(r.points) + len(r.missing)} points), "
+            f"sweep: {c.analysis} over {' x '.join(axes)} ({shape}), "
             f"{r.executor} with {r.workers} worker{'s' if r.workers != 1 else ''}"
         )
     )
