@@ -34,7 +34,7 @@ def test_every_link_points_at_a_file(path):
 
 
 def test_every_command_has_its_manual():
-    for name in ("paths", "gradcheck", "spectrum", "trace", "train", "compare-truncation", "export"):
+    for name in ("paths", "gradcheck", "spectrum", "trace", "train", "compare-truncation", "export", "sweep"):
         assert (ROOT / "docs" / "commands" / f"{name}.md").is_file()
 
 

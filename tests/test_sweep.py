@@ -221,10 +221,11 @@ def test_a_lost_worker_is_retried_and_its_point_written_once(tmp_path):
     assert len(keys) == len(set(keys))  # every point written once
 
 
-def test_ctrl_c_keeps_every_finished_point_and_the_rerun_completes(tmp_path):
+@pytest.mark.parametrize("executor", [["-j", "2"], ["-j", "2", "--scheduler", "local"]], ids=["processes", "dask"])
+def test_ctrl_c_keeps_every_finished_point_and_the_rerun_completes(tmp_path, executor):
     out = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "bptt_cli", "sweep", *TRACE, "--grid", "seed=0:5:6", "-j", "2", "--out", str(out),
+    cmd = [sys.executable, "-m", "bptt_cli", "sweep", *TRACE, "--grid", "seed=0:5:6", *executor, "--out", str(out),
            "--no-plots"]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True

@@ -10,9 +10,15 @@ An example in a Markdown file is a marker line and the fenced block after it:
 
 `python tools/examples.py` (make docs) runs every example's command in a fresh temporary folder
 (`bptt` from this checkout on PATH, 80 columns, one BLAS thread) and writes its output into the
-block; `--check` compares instead, and tests/test_docs.py runs the README's examples that way:
-the text must match, and every figure must agree within FIGURE_RTOL (numbers at rounding level,
-below 1e-6, within a factor of 100), except on lines that report wall time.
+block. A line after the block of the form
+
+    <!-- figures: edge/sweep-lyapunov.png -> img/edge-of-chaos.png -->
+
+copies what the command wrote (relative to its folder) next to the Markdown file (relative to
+it), so that the figures a page shows are regenerated with its text. `--check` compares instead,
+and tests/test_docs.py runs the README's examples that way: the text must match, and every
+figure must agree within FIGURE_RTOL (numbers at rounding level, below 1e-6, within a factor of
+100), except on lines that report wall time.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
 MARKER = re.compile(r"^<!-- example: (?P<command>.+?) -->\n```text\n(?P<body>.*?)^```$", re.M | re.S)
+FIGURES = re.compile(r"\n<!-- figures: (?P<pairs>.+?) -->")
 NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 # lines whose figures are wall-clock measurements (they differ from run to run)
 VOLATILE = re.compile(r"\b(time|seconds|ms|wall|s/step|steps/s)\b|\d s\b|\d\.\d+ s\b|\bplot: |\bfiles: ")
@@ -43,17 +51,23 @@ class Example:
     body: str
     start: int
     end: int
+    figures: tuple[tuple[str, Path], ...] = ()  # (written by the command, copied to)
 
 
 def find(path: Path) -> list[Example]:
     text = path.read_text(encoding="utf-8")
-    return [
-        Example(str(path.relative_to(ROOT)), m["command"], m["body"], m.start("body"), m.end("body"))
-        for m in MARKER.finditer(text)
-    ]
+    found = []
+    for m in MARKER.finditer(text):
+        f = FIGURES.match(text, m.end())
+        pairs = [p.split("->") for p in f["pairs"].split(",")] if f else []
+        figures = tuple((src.strip(), path.parent / dest.strip()) for src, dest in pairs)
+        found.append(
+            Example(str(path.relative_to(ROOT)), m["command"], m["body"], m.start("body"), m.end("body"), figures)
+        )
+    return found
 
 
-def run(command: str) -> str:
+def run(command: str, figures: tuple[tuple[str, Path], ...] = ()) -> str:
     """The command's output as a reader sees it in a terminal 80 columns wide, after `$ command`."""
     bin_dir = Path(sys.executable).parent
     env = {
@@ -69,6 +83,9 @@ def run(command: str) -> str:
         p = subprocess.run(
             ["sh", "-c", f"{command} 2>&1"], cwd=tmp, env=env, capture_output=True, text=True, timeout=TIMEOUT
         )
+        for src, dest in figures:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(tmp) / src, dest)
     out = "\n".join(line.rstrip() for line in p.stdout.splitlines())
     return f"$ {command}\n{out}\n"
 
@@ -108,7 +125,7 @@ def main() -> int:
         examples = find(path)
         text = path.read_text(encoding="utf-8")
         for ex in reversed(examples):  # from the end, so earlier offsets stay valid
-            fresh = run(ex.command)
+            fresh = run(ex.command, () if args.check else ex.figures)
             if args.check:
                 problems = differences(ex.body, fresh)
                 failed += bool(problems)

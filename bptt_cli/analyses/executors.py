@@ -41,6 +41,12 @@ def _worker_start() -> None:
     set_threads(default_threads())
 
 
+def dask_setup(worker: Any) -> None:
+    """A LocalCluster worker's preload (this module): Ctrl-C reaches the whole process group,
+    and the sweep stops its cluster itself; without this every worker would print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class SerialExecutor:
     """Every point in this process, one after the other (`--workers 1`)."""
 
@@ -151,6 +157,7 @@ class DaskExecutor:
                     processes=True,
                     dashboard_address=":0",
                     silence_logs=logging.ERROR,
+                    preload=[__name__],  # dask_setup: the workers leave Ctrl-C to the sweep
                 )
                 self.client = distributed.Client(self.cluster, timeout=timeout)
             else:
