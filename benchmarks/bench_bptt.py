@@ -27,7 +27,6 @@ import ctypes
 import glob
 import json
 import os
-import platform
 import sys
 import time
 import tracemalloc
@@ -76,6 +75,8 @@ if ARGS.threads is not None:
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
+import benchinfo  # noqa: E402 - benchmarks/benchinfo.py, beside this script
+
 from bptt_cli import gradients, init_params  # noqa: E402
 
 try:
@@ -97,23 +98,7 @@ def blas_threads() -> int | None:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "loadavg_1min": os.getloadavg()[0],  # other processes on a shared machine skew every column
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": None if torch is None else torch.__version__,
-        "platform": platform.platform(),
-    }
+    return benchinfo.machine(torch=None if torch is None else torch.__version__)
 
 
 # ---------------------------------------------------------------------------- the problems

@@ -30,7 +30,6 @@ The table goes to stdout, the JSON to benchmarks/results/bench_gated.json.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,8 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import benchinfo  # noqa: E402 - benchmarks/benchinfo.py, beside this script
+
 from bptt_cli.core import layers as ly  # noqa: E402
 from bptt_cli.core.net import GATES, init_net_params  # noqa: E402
 from bptt_cli.core.netcell import NetCell  # noqa: E402
@@ -75,23 +76,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "loadavg_1min": os.getloadavg()[0],
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": None if torch is None else torch.__version__,
-        "platform": platform.platform(),
-    }
+    return benchinfo.machine(torch=None if torch is None else torch.__version__)
 
 
 # ---------------------------------------------------------------------------- the sides

@@ -35,7 +35,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -45,6 +44,8 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import benchinfo  # noqa: E402 - benchmarks/benchinfo.py, beside this script
+
 from bptt_cli.analyses import sweep  # noqa: E402
 from bptt_cli.analyses.executors import DaskExecutor, ProcessExecutor, SerialExecutor  # noqa: E402
 from bptt_cli.cli.commands.sweep import plan  # noqa: E402
@@ -52,26 +53,6 @@ from bptt_cli.cli.commands.sweep import plan  # noqa: E402
 TRACE = ["-H", "256", "-T", "5000", "-B", "8", "--lyapunov", "0"]
 BIG = ["-H", "1024", "--input-scale", "0.01"]
 GOALS = {"speedup": 1.8, "dask_overhead": 0.05}
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import numpy as np
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "load_start": os.getloadavg()[0],
-    }
 
 
 def timed_sweep(config: sweep.SweepConfig, planned: list, executor) -> float:
@@ -90,7 +71,7 @@ def main() -> None:
     args = ap.parse_args()
     N = args.points
     axes, seed, planned = plan("trace", TRACE, [f"seed=0:{N - 1}:{N}"])
-    info = machine()
+    info = benchinfo.machine(cores=os.cpu_count(), load_start=os.getloadavg()[0])
     times: dict[str, list[float]] = {k: [] for k in ("direct", "serial", "processes-2", "dask-1", "dask-2")}
     startup: dict[str, list[float]] = {"dask-1": [], "dask-2": []}
     with tempfile.TemporaryDirectory() as tmp:
