@@ -11,8 +11,10 @@ round, the sides interleaved so that load from other processes hits them alike:
   dask-1        `--scheduler local --workers 1`: a LocalCluster of one worker process
   dask-2        `--scheduler local --workers 2`
 
-Each sweep side writes its own sweep.jsonl (a new folder per round). The LocalCluster's start-up
-is timed on its own (it is paid once per sweep, not per point); the dask sides' times exclude it.
+Each sweep side writes its own sweep.jsonl (a new folder per round). What a sweep pays once,
+not per point, is timed on its own and left out of the sides' times: starting the executor and
+its workers (the forkserver and the pool; the LocalCluster, bptt imported on every worker) and
+stopping it. A side's time is its points, from the first submitted to the last written.
 
 Figures (medians over rounds):
   speedup           serial / processes-2 and dask-1 / dask-2: points per second, 2 workers vs 1
@@ -55,12 +57,34 @@ BIG = ["-H", "1024", "--input-scale", "0.01"]
 GOALS = {"speedup": 1.8, "dask_overhead": 0.05}
 
 
-def timed_sweep(config: sweep.SweepConfig, planned: list, executor) -> float:
+class Kept:
+    """An executor that sweep.run does not stop: its stopping is timed apart."""
+
+    def __init__(self, executor) -> None:
+        self.executor = executor
+        self.name, self.workers = executor.name, executor.workers
+
+    def start(self) -> None:
+        self.executor.start()
+
+    def run(self, *args):
+        return self.executor.run(*args)
+
+    def close(self) -> None:
+        return None
+
+
+def timed_sweep(config: sweep.SweepConfig, planned: list, make) -> tuple[float, float, float]:
+    """(start-up, the points, stopping) seconds of one sweep on the executor `make()` returns."""
     start = time.perf_counter()
-    result = sweep.run(config, planned, executor=executor)
-    elapsed = time.perf_counter() - start
+    executor = make()
+    executor.start()
+    ready = time.perf_counter()
+    result = sweep.run(config, planned, executor=Kept(executor))
+    done = time.perf_counter()
+    executor.close()
     assert len(result.points) == len(planned) and not result.failed and not result.missing
-    return elapsed
+    return ready - start, done - ready, time.perf_counter() - done
 
 
 def main() -> None:
@@ -72,8 +96,15 @@ def main() -> None:
     N = args.points
     axes, seed, planned = plan("trace", TRACE, [f"seed=0:{N - 1}:{N}"])
     info = benchinfo.machine(cores=os.cpu_count(), load_start=os.getloadavg()[0])
-    times: dict[str, list[float]] = {k: [] for k in ("direct", "serial", "processes-2", "dask-1", "dask-2")}
-    startup: dict[str, list[float]] = {"dask-1": [], "dask-2": []}
+    sides = {
+        "serial": lambda: SerialExecutor(),
+        "processes-2": lambda: ProcessExecutor(2),
+        "dask-1": lambda: DaskExecutor("local", 1, timeout=60),
+        "dask-2": lambda: DaskExecutor("local", 2, timeout=60),
+    }
+    times: dict[str, list[float]] = {k: [] for k in ("direct", *sides)}
+    startup: dict[str, list[float]] = {k: [] for k in sides}
+    stopping: dict[str, list[float]] = {k: [] for k in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
 
@@ -84,13 +115,12 @@ def main() -> None:
             for p in planned:
                 sweep.run_point("trace", p.config)
             times["direct"].append(time.perf_counter() - start)
-            times["serial"].append(timed_sweep(config("serial", 1), planned, SerialExecutor()))
-            times["processes-2"].append(timed_sweep(config("proc", 2), planned, ProcessExecutor(2)))
-            for w in (1, 2):
-                start = time.perf_counter()
-                ex = DaskExecutor("local", w, timeout=60)
-                startup[f"dask-{w}"].append(time.perf_counter() - start)
-                times[f"dask-{w}"].append(timed_sweep(config(f"dask{w}", w), planned, ex))
+            for name, make in sides.items():
+                workers = 1 if name == "serial" else int(name[-1])
+                up, points, down = timed_sweep(config(name, workers), planned, make)
+                startup[name].append(up)
+                times[name].append(points)
+                stopping[name].append(down)
             print(f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
 
         # one spectrum point at H = 1024, for the estimate
@@ -126,8 +156,9 @@ def main() -> None:
         print(f"{k:>12} {t:8.2f} {N / t:9.3f} {share:15.1%}")
     print()
     print(f"one point (direct): {per_point:.3f} s")
-    print(f"LocalCluster start-up: 1 worker {statistics.median(startup['dask-1']):.2f} s, "
-          f"2 workers {statistics.median(startup['dask-2']):.2f} s")  # fmt: skip
+    for k in sides:
+        up, down = statistics.median(startup[k]), statistics.median(stopping[k])
+        print(f"once per sweep, {k}: start {up:.2f} s, stop {down:.2f} s")
     print(f"speedup with 2 workers: processes {speed_proc:.2f}x, dask {speed_dask:.2f}x (goal >= {GOALS['speedup']})")
     print(
         f"LocalCluster overhead per point: {overhead['dask-1']:.1%} of a point (goal <= {GOALS['dask_overhead']:.0%})"
@@ -143,6 +174,7 @@ def main() -> None:
         "config": {"points": N, "rounds": args.rounds, "trace": TRACE, "big": BIG},
         "times": times,
         "startup": startup,
+        "stopping": stopping,
         "median": med,
         "point_seconds": per_point,
         "speedup": {"processes": speed_proc, "dask": speed_dask},

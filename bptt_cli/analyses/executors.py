@@ -41,6 +41,13 @@ def _worker_start() -> None:
     set_threads(default_threads())
 
 
+def _ready() -> int:
+    """A worker's first task: bptt's analyses imported, so that the first point is timed as any other."""
+    import bptt_cli.analyses.sweep  # noqa: F401 - the import is the point
+
+    return os.getpid()
+
+
 def dask_setup(worker: Any) -> None:
     """A LocalCluster worker's preload (this module): Ctrl-C reaches the whole process group,
     and the sweep stops its cluster itself; without this every worker would print a traceback."""
@@ -52,6 +59,9 @@ class SerialExecutor:
 
     name = "serial"
     workers = 1
+
+    def start(self) -> None:
+        return None
 
     def run(self, fn: Callable[..., dict], tasks: Sequence[Task], on_done: Done) -> list[str]:
         for key, args in tasks:
@@ -70,19 +80,29 @@ class ProcessExecutor:
     def __init__(self, workers: int, retries: int = 2) -> None:
         self.workers, self.retries = workers, retries
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._busy = False
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["bptt_cli.analyses.sweep"])
         return cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_start)
 
+    def start(self) -> None:
+        """Start every worker process (and the forkserver) before the first point."""
+        if self._pool is None:
+            self._pool = self._new_pool()
+            for f in [self._pool.submit(_ready) for _ in range(self.workers)]:
+                f.result()
+
     def run(self, fn: Callable[..., dict], tasks: Sequence[Task], on_done: Done) -> list[str]:
         """Run the tasks; return the keys of those that failed every retry (a lost worker each time)."""
         pending = dict(tasks)
         attempts = dict.fromkeys(pending, 0)
         failed: list[str] = []
+        self._busy = True
         while pending:
-            self._pool = self._new_pool()
+            if self._pool is None:
+                self._pool = self._new_pool()
             futures = {self._pool.submit(fn, *args): key for key, args in pending.items()}
             broken = False
             for future in cf.as_completed(futures):
@@ -94,14 +114,15 @@ class ProcessExecutor:
                     continue
                 del pending[key]
                 on_done(key, value)
-            self._shutdown()
             if not broken:
                 break
+            self._shutdown()
             for key in list(pending):  # a worker died: every point that did not come back is run again
                 attempts[key] += 1
                 if attempts[key] > self.retries:
                     failed.append(key)
                     del pending[key]
+        self._busy = False
         return failed
 
     def _shutdown(self) -> None:
@@ -110,7 +131,11 @@ class ProcessExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
-        """Stop at once (Ctrl-C): cancel what has not started, end the workers."""
+        """End the workers: when idle, as the pool ends them; mid-run (Ctrl-C, an error), at once,
+        cancelling what has not started."""
+        if not self._busy:
+            self._shutdown()
+            return
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -178,6 +203,10 @@ class DaskExecutor:
         info = self.client.scheduler_info()
         self.workers = len(info.get("workers", {})) or workers
         self.dashboard = self.client.dashboard_link  # what the scheduler reports (served where bokeh is installed)
+
+    def start(self) -> None:
+        """bptt imported on every worker before the first point."""
+        self.client.run(_ready)
 
     def run(self, fn: Callable[..., dict], tasks: Sequence[Task], on_done: Done) -> list[str]:
         distributed = _import_distributed()

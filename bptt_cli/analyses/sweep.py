@@ -303,6 +303,8 @@ def run(
         todo = [p for p in planned if p.point.key not in kept]
         finished: dict[str, SweepPoint] = dict(kept)
         try:
+            if todo:
+                ex.start()
             if on_start is not None:
                 on_start(len(todo), len(kept), ex, log.path)
 

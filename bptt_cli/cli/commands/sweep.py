@@ -140,7 +140,8 @@ def command(
 ) -> None:
     """Run one analysis (spectrum, trace, train, compare-truncation) at every point of a grid of its
     options, on local worker processes or a Dask cluster: each point's verdict and numbers, the
-    mean-field theory beside them, and a phase diagram. Example: bptt sweep spectrum --hidden 256
+    mean-field theory beside them, and a phase diagram. Every option not listed here goes to the
+    analysis, for every point (see bptt ANALYSIS --help). Example: bptt sweep spectrum --hidden 256
     --input-scale 0.01 --grid spectral-radius=0.5:3:11."""
     if name not in analysis.ANALYSES:
         raise OptionError(f"ANALYSIS must be one of {', '.join(analysis.ANALYSES)}; got {name!r}")
