@@ -175,7 +175,20 @@ class DaskExecutor:
             if scheduler == "local":
                 import dask
 
-                dask.config.set({"distributed.scheduler.allowed-failures": retries})
+                # the nanny's MALLOC_TRIM_THRESHOLD_ (65536) also fixes glibc's mmap threshold, so
+                # every array of a point is mapped and unmapped afresh: its workers ran bptt's
+                # points slower than this process does (benchmarks/README.md, "Sweeps")
+                environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+                environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+                dask.config.set(
+                    {
+                        "distributed.scheduler.allowed-failures": retries,
+                        "distributed.nanny.pre-spawn-environ": environ,
+                        # the statistical profiler samples every worker's stack every 10 ms: on a
+                        # machine whose cores all run points, that time is taken from the points
+                        "distributed.worker.profile.enabled": False,
+                    }
+                )
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers,
                     threads_per_worker=1,

@@ -123,10 +123,8 @@ def run_point(analysis: str, config: Any) -> dict:
     except (ValueError, OSError, ArithmeticError) as e:
         return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
     verdict = result.verdict.as_dict()
-    value, _ = jsonable(
-        {"results": results, "verdict": verdict, "headline": headline(analysis, jsonable(results)[0], verdict)}
-    )
-    return value
+    plain, _ = jsonable({"results": results, "verdict": verdict})  # in the worker: the conversion runs in parallel
+    return {**plain, "headline": headline(analysis, plain["results"], plain["verdict"])}
 
 
 def check_size(grid: tuple[Axis, ...], yes: bool) -> None:

@@ -91,14 +91,14 @@ class SweepLog:
         return self.folder.path / LOG
 
     def write(self, row: dict) -> None:
-        """Append one finished point, on disk before this returns."""
+        """Append one finished point (plain JSON values already: analyses/sweep.py run_point), on disk
+        before this returns."""
         if self._file is None:
             raise ValueError(f"{self.path}: the sweep log is closed")
-        value, _ = jsonable(row)
-        self._file.write(json.dumps(value, allow_nan=False, separators=(",", ":")) + "\n")
+        self._file.write(json.dumps(row, allow_nan=False, separators=(",", ":")) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.done[row["key"]] = value
+        self.done[row["key"]] = row
 
     def close(self) -> None:
         if self._file is not None:
