@@ -42,8 +42,11 @@ def _worker_start() -> None:
 
 
 def _ready() -> int:
-    """A worker's first task: bptt's analyses imported, so that the first point is timed as any other."""
-    import bptt_cli.analyses.sweep  # noqa: F401 - the import is the point
+    """A worker's first task: bptt's analyses imported, so that the first point costs what any other does."""
+    import bptt_cli.analyses.spectrum  # noqa: F401 - the imports are the point
+    import bptt_cli.analyses.trace  # noqa: F401
+    import bptt_cli.analyses.train  # noqa: F401
+    import bptt_cli.analyses.truncation  # noqa: F401
 
     return os.getpid()
 
