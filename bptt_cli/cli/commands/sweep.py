@@ -44,7 +44,7 @@ def plan(
 ) -> tuple[tuple, int, list[analysis.PlannedPoint]]:
     """Every point's config, built and checked by the analysis' own parser before anything runs."""
     given = [a.split("=")[0] for a in args if a.startswith("-")]
-    own = sorted(set(given) & set(OWN))  # --out, --json, ... are the sweep's own wherever they stand
+    own = sorted(set(given) & set(OWN))  # what reaches here: --fail-on, --resume (the sweep takes --out, --json, ...)
     if own:
         raise OptionError(
             f"{', '.join(own)}: not an option of a sweep's points (a point has no run folder or exit code)"
