@@ -27,7 +27,8 @@ from bptt_cli.core.bptt import GradResult, NonFiniteError, check_propagate
 from bptt_cli.core.cells import Cell, Run, VJPStepper
 from bptt_cli.core.losses import XENT, Loss, get_loss, loss_and_grad, xent_columns
 from bptt_cli.core.net import LayerParams, NetParams, check_net_params
-from bptt_cli.core.validate import check_choice, check_finite
+from bptt_cli.core.rnn import check_sequence_inputs
+from bptt_cli.core.validate import check_choice
 
 METHODS = ("efficient", "reference")
 TOP_KEEPS, LOWER_KEEPS = frozenset({"dh", "ds_c"}), frozenset({"ds_h", "ds_c"})
@@ -36,30 +37,16 @@ KIND_NAMES = {"gru": "GRU", "lstm": "LSTM"}
 
 def check_net_inputs(params: NetParams, x: np.ndarray, s0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Validate x (T, B, D) and s0 (B, S) against the network; return them in its dtype (s0 zeros when None)."""
-    x = np.asarray(x)
-    if x.ndim != 3:
-        raise ValueError(f"`x` must have shape (T, B, D); got {x.ndim} dimensions {x.shape}")
-    T, B, D = x.shape
-    if T == 0:
-        raise ValueError("`x` must have at least one time step (T > 0)")
-    if B == 0:
-        raise ValueError("`x` must have at least one sequence (B > 0)")
-    if D != params.input_size:
-        raise ValueError(f"`x` has input size D={D} but `l0.W_ih` expects D={params.input_size}")
-    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
-        raise ValueError(f"`x` must be real numbers; got dtype {x.dtype}")
-    check_finite("x", x)
-    S = params.state_size
-    if s0 is None:
-        s0 = np.zeros((B, S), dtype=params.dtype)
-    else:
-        s0 = np.asarray(s0)
-        if s0.shape != (B, S):
-            raise ValueError(f"`h0` must have shape (B, S) = {(B, S)} (every layer's state); got {s0.shape}")
-        if not np.issubdtype(s0.dtype, np.number) or np.iscomplexobj(s0):
-            raise ValueError(f"`h0` must be real numbers; got dtype {s0.dtype}")
-        check_finite("h0", s0)
-    return x.astype(params.dtype, copy=False), s0.astype(params.dtype, copy=False)
+    return check_sequence_inputs(
+        x,
+        s0,
+        input_size=params.input_size,
+        state_size=params.state_size,
+        dtype=params.dtype,
+        weight="l0.W_ih",
+        state="(B, S)",
+        state_note=" (every layer's state)",
+    )
 
 
 def output_loss(

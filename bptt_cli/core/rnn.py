@@ -118,6 +118,22 @@ def check_params(params: Params) -> Params:
 
 def check_inputs(params: Params, x: np.ndarray, h0: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Validate x (T, B, D) and h0 (B, H) against the parameters; return them in the params' dtype."""
+    return check_sequence_inputs(x, h0, input_size=params.input_size, state_size=params.hidden_size, dtype=params.dtype)
+
+
+def check_sequence_inputs(
+    x: np.ndarray,
+    s0: np.ndarray | None,
+    *,
+    input_size: int,
+    state_size: int,
+    dtype: np.dtype,
+    weight: str = "W_x",
+    state: str = "(B, H)",
+    state_note: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate x (T, B, D) and the initial state s0 (B, S) of any cell; return them in `dtype`
+    (s0 zeros when None). `weight` names the matrix that sets D, `state` the shape's letters."""
     x = np.asarray(x)
     if x.ndim != 3:
         raise ValueError(f"`x` must have shape (T, B, D); got {x.ndim} dimensions {x.shape}")
@@ -126,22 +142,22 @@ def check_inputs(params: Params, x: np.ndarray, h0: np.ndarray | None) -> tuple[
         raise ValueError("`x` must have at least one time step (T > 0)")
     if B == 0:
         raise ValueError("`x` must have at least one sequence (B > 0)")
-    if D != params.input_size:
-        raise ValueError(f"`x` has input size D={D} but `W_x` expects D={params.input_size}")
+    if D != input_size:
+        raise ValueError(f"`x` has input size D={D} but `{weight}` expects D={input_size}")
     if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise ValueError(f"`x` must be real numbers; got dtype {x.dtype}")
     check_finite("x", x)
-    H = params.hidden_size
-    if h0 is None:
-        h0 = np.zeros((B, H), dtype=params.dtype)
+    S = state_size
+    if s0 is None:
+        s0 = np.zeros((B, S), dtype=dtype)
     else:
-        h0 = np.asarray(h0)
-        if h0.shape != (B, H):
-            raise ValueError(f"`h0` must have shape (B, H) = {(B, H)}; got {h0.shape}")
-        if not np.issubdtype(h0.dtype, np.number) or np.iscomplexobj(h0):
-            raise ValueError(f"`h0` must be real numbers; got dtype {h0.dtype}")
-        check_finite("h0", h0)
-    return x.astype(params.dtype, copy=False), h0.astype(params.dtype, copy=False)
+        s0 = np.asarray(s0)
+        if s0.shape != (B, S):
+            raise ValueError(f"`h0` must have shape {state} = {(B, S)}{state_note}; got {s0.shape}")
+        if not np.issubdtype(s0.dtype, np.number) or np.iscomplexobj(s0):
+            raise ValueError(f"`h0` must be real numbers; got dtype {s0.dtype}")
+        check_finite("h0", s0)
+    return x.astype(dtype, copy=False), s0.astype(dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------- initialisers
